@@ -1,0 +1,5 @@
+"""``python -m pyproxy`` runs the command line."""
+
+from pyproxy.cli import main
+
+raise SystemExit(main())

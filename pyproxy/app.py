@@ -1,0 +1,131 @@
+"""The running proxy: listeners, pools, admin API, maintenance timer, reload and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from pyproxy.config import Config
+from pyproxy.errors import ADMIN_SHUTDOWN, PgError
+from pyproxy.net.client import ClientConn
+from pyproxy.net.server import ServerConn, open_server
+from pyproxy.net.state import ProxyState
+from pyproxy.pool.manager import PoolManager
+from pyproxy.pool.pool import Pool
+
+log = logging.getLogger("pyproxy.app")
+JANITOR_INTERVAL = 0.05
+
+
+class App:
+    """One proxy instance. Several may run in one process (tests do)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.manager = PoolManager(config, self._connect)
+        self.state = ProxyState(config, self.manager)
+        self.store = None
+        self.admin = None
+        self._server: asyncio.Server | None = None
+        self._janitor: asyncio.Task[None] | None = None
+        self.client_port = 0
+        self.admin_port = 0
+        self.stopping = False
+
+    async def _connect(self, pool: Pool) -> ServerConn:
+        return await open_server(
+            pool,
+            max_packet=self.config.proxy.max_packet_size,
+            timeout=pool.settings.server_connect_timeout,
+        )
+
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.admin.enabled:
+            from pyproxy.admin.server import AdminServer
+            from pyproxy.admin.store import StateStore
+
+            self.store = StateStore(cfg.admin.state_path)
+            for cluster_id, pool in self.store.load(cfg.proxy.defaults):
+                if self.manager.cluster(cluster_id) is None:
+                    log.warning("state file pool %s names unknown cluster %s; ignored",
+                                pool.name, cluster_id)
+                    continue
+                if self.manager.find_pool(pool.name) is not None:
+                    log.warning("state file pool %s clashes with a config pool; ignored",
+                                pool.name)
+                    continue
+                self.manager.add_pool(cluster_id, pool)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ClientConn(self.state),
+            cfg.proxy.listen_host,
+            cfg.proxy.listen_port,
+            reuse_address=True,
+            backlog=4096,
+        )
+        sock = self._server.sockets[0]
+        self.client_port = sock.getsockname()[1]
+        host = cfg.proxy.listen_host
+        self.manager.client_address = lambda: (host, self.client_port)
+        log.info("accepting PostgreSQL clients on %s:%d", host, self.client_port)
+        if cfg.admin.enabled and self.store is not None:
+            from pyproxy.admin.server import AdminServer
+
+            self.admin = AdminServer(cfg.admin, self.manager, self.store,
+                                     pool_defaults=cfg.proxy.defaults)
+            await self.admin.start()
+            self.admin_port = self.admin.port
+        self._janitor = loop.create_task(self._maintain())
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(JANITOR_INTERVAL)
+            now = time.monotonic()
+            for pool in list(self.manager.live_pools()):
+                try:
+                    pool.tick(now)
+                except Exception:  # noqa: BLE001 - the janitor must keep running
+                    log.exception("maintenance of pool %s failed", pool.name)
+            try:
+                self.state.tick(now)
+            except Exception:  # noqa: BLE001
+                log.exception("client maintenance failed")
+
+    def reload(self, config: Config) -> None:
+        """Apply a new config: pools, users, timeouts. Listeners stay as they are."""
+        api_pools = self.store.load(config.proxy.defaults) if self.store is not None else []
+        self.config = config
+        self.state.reconfigure(config)
+        self.manager.replace_config(config, api_pools)
+        log.info("configuration reloaded")
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, let linked clients finish up to ``timeout``, then end everyone."""
+        if self.stopping:
+            return
+        self.stopping = True
+        wait = self.config.proxy.shutdown_timeout if timeout is None else timeout
+        if self._server is not None:
+            self._server.close()
+        if self.admin is not None:
+            await self.admin.stop()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(
+            c.server is not None or c.pending_data for c in self.state.clients
+        ):
+            await asyncio.sleep(0.02)
+        err = PgError(ADMIN_SHUTDOWN, "pooler is shutting down", fatal=True)
+        for client in list(self.state.clients):
+            client.kick(err)
+        for pool in self.manager.live_pools():
+            pool.close_all("shutdown")
+        if self._janitor is not None:
+            self._janitor.cancel()
+        for task in list(self.state.tasks):
+            task.cancel()
+        if self.store is not None:
+            self.store.close()
+        await asyncio.sleep(0)
+        log.info("stopped")

@@ -1,0 +1,111 @@
+"""Command line: ``pyproxy serve -c FILE``, ``pyproxy check -c FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import resource
+import signal
+import sys
+
+from pyproxy import __version__
+from pyproxy.config import Config, load_config
+from pyproxy.errors import ConfigError
+from pyproxy.log import setup_logging
+
+log = logging.getLogger("pyproxy.cli")
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+async def _serve(path: str, config: Config) -> int:
+    from pyproxy.app import App
+
+    app = App(config)
+    await app.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_stop(signame: str) -> None:
+        if stop.is_set():
+            log.warning("second %s: stopping now", signame)
+            app.config = app.config  # keep types happy; immediate stop below
+            for client in list(app.state.clients):
+                client.transport.abort()
+        log.info("%s received: shutting down", signame)
+        stop.set()
+
+    def on_reload() -> None:
+        try:
+            new = load_config(path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bad file must never stop the proxy
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        app.reload(new)
+
+    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    print(f"pyproxy listening on {config.proxy.listen_host}:{app.client_port}", flush=True)
+    await stop.wait()
+    await app.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pyproxy", description="PostgreSQL connection pooler")
+    parser.add_argument("--version", action="version", version=f"pyproxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the pooler")
+    serve.add_argument("-c", "--config", required=True, help="TOML config file")
+    serve.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+    check = sub.add_parser("check", help="validate a config file and exit")
+    check.add_argument("-c", "--config", required=True, help="TOML config file")
+    args = parser.parse_args(argv)
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"pyproxy: invalid configuration {args.config}:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        pools = sum(len(c.pools) for c in config.clusters)
+        print(f"{args.config}: OK ({len(config.clusters)} clusters, {pools} pools)")
+        return 0
+    setup_logging(args.log_level)
+    _raise_fd_limit()
+    loop_name = _install_uvloop()
+    log.info("pyproxy %s starting (%s event loop)", __version__, loop_name)
+    try:
+        return asyncio.run(_serve(args.config, config))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    except Exception as exc:
+        from pyproxy.admin.server import AdminConfigError
+
+        if isinstance(exc, AdminConfigError):
+            log.error("cannot start: %s", exc)
+            return 2
+        raise

@@ -1,0 +1,119 @@
+"""Client authentication exchange (trust, md5, SCRAM-SHA-256) driven by the client protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+from pyproxy.auth.md5 import md5_verify
+from pyproxy.auth.scram import AuthFailed, ScramServer
+from pyproxy.config import ClusterConfig
+from pyproxy.errors import INVALID_PASSWORD, PROTOCOL_VIOLATION, PgError
+from pyproxy.proto import messages as m
+
+if TYPE_CHECKING:
+    from pyproxy.net.client import ClientConn
+    from pyproxy.net.state import ProxyState
+
+log = logging.getLogger("pyproxy.auth")
+
+
+class ClientAuth:
+    """One login attempt. A wrong password and an unknown user fail the same way (28P01)."""
+
+    def __init__(
+        self, client: ClientConn, proxy: ProxyState, cluster: ClusterConfig, user: str
+    ) -> None:
+        self.client = client
+        self.proxy = proxy
+        self.cluster = cluster
+        self.user = user
+        self.known = cluster.user(user)
+        self.method = proxy.config.proxy.auth_type
+        self.salt = b""
+        self.scram: ScramServer | None = None
+        self.step = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def _failed(self) -> PgError:
+        return PgError(INVALID_PASSWORD, f'password authentication failed for user "{self.user}"',
+                       fatal=True)
+
+    def start(self) -> None:
+        timeout = self.proxy.config.proxy.client_login_timeout
+        if timeout > 0:
+            self.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+        t = self.client.transport
+        if self.method == "trust":
+            if self.known is None:
+                raise self._failed()
+            self._done()
+        elif self.method == "md5":
+            self.salt = secrets.token_bytes(4)
+            t.write(m.auth_md5(self.salt))
+        else:
+            secret = self.proxy.scram_secret(self.cluster, self.user)
+            self.scram = ScramServer(secret=secret)
+            t.write(m.auth_sasl(self.scram.mechanisms))
+
+    def _timed_out(self) -> None:
+        from pyproxy.net.client import AUTH, LOGIN
+
+        if self.client.state in (AUTH, LOGIN):
+            self.client.fatal(PgError("08006", "client_login_timeout: login did not complete in "
+                                      f"{self.proxy.config.proxy.client_login_timeout:g} s",
+                                      fatal=True))
+
+    def message(self, t: int, body: bytes) -> None:
+        if t != 112:  # 'p'
+            raise PgError(PROTOCOL_VIOLATION, f"expected a password message, got {chr(t)!r}",
+                          fatal=True)
+        if self.method == "md5":
+            ok = self.known is not None and md5_verify(self.user, self.known.password, self.salt,
+                                                       body)
+            if not ok:
+                raise self._failed()
+            self._done()
+            return
+        assert self.scram is not None
+        try:
+            if self.step == 0:
+                mech, data = m.parse_sasl_initial(body)
+                if mech != "SCRAM-SHA-256":
+                    raise PgError(PROTOCOL_VIOLATION, f"unsupported SASL mechanism {mech!r}",
+                                  fatal=True)
+                reply = self.scram.handle_client_first(data)
+                self.step = 1
+                self.client.transport.write(m.auth_request(m.AUTH_SASL_CONTINUE, reply))
+            else:
+                final = self.scram.handle_client_final(body)
+                if self.known is None:
+                    raise self._failed()
+                self.client.transport.write(m.auth_request(m.AUTH_SASL_FINAL, final))
+                self._done()
+        except (AuthFailed, ValueError):
+            raise self._failed() from None
+
+    def _done(self) -> None:
+        from pyproxy.net.client import LOGIN
+
+        self.client.state = LOGIN
+        task = self.proxy.spawn(self.client.finish_login())
+
+        def finished(t: asyncio.Task[None]) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if isinstance(exc, PgError):
+                self.client.fatal(PgError(exc.sqlstate, exc.message, fatal=True,
+                                          detail=exc.detail, hint=exc.hint))
+            elif exc is not None:
+                log.error("[c%d] login failed: %r", self.client.id, exc)
+                self.client.fatal(PgError("XX000", f"internal error during login: {exc}",
+                                          fatal=True))
+
+        task.add_done_callback(finished)

@@ -1,0 +1,550 @@
+"""Client side: one asyncio Protocol per application connection (startup, auth, relay, release)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from pyproxy.errors import (
+    ACTIVE_SQL_TRANSACTION,
+    INVALID_CATALOG_NAME,
+    PROTOCOL_VIOLATION,
+    TOO_MANY_CONNECTIONS,
+    PgError,
+    ProtocolError,
+)
+from pyproxy.net.auth import ClientAuth
+from pyproxy.pool import params as P
+from pyproxy.proto import messages as m
+from pyproxy.proto.framing import MessageFramer, StartupFramer
+
+if TYPE_CHECKING:
+    from pyproxy.net.server import ServerConn
+    from pyproxy.net.state import ProxyState
+    from pyproxy.pool.pool import Pool
+
+log = logging.getLogger("pyproxy.client")
+_unpack_len = struct.Struct("!I").unpack_from
+
+STARTUP, AUTH, LOGIN, READY, WAITING, LINKED, CLOSED = range(7)
+_STATEMENT_BLOCK = "transaction blocks not allowed in statement pooling mode"
+_ids = iter(range(1, 1 << 62))
+
+
+class ClientConn(asyncio.Protocol):
+    """An application connection; linked to a server only while the pool mode requires."""
+
+    def __init__(self, state: ProxyState) -> None:
+        self.id = next(_ids)
+        self.proxy = state
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.state = STARTUP
+        self.startup: StartupFramer | None = StartupFramer()
+        self.framer: MessageFramer | None = None
+        self.auth: ClientAuth | None = None
+        self.user = ""
+        self.database = ""
+        self.params: dict[str, str] = {}
+        self.pool: Pool | None = None
+        self.mode = "transaction"
+        self.session_mode = False
+        self.statement_mode = False
+        self.server: ServerConn | None = None
+        self.pending_data: list[bytes] = []
+        self.open_ext = False
+        self.key = (0, 0)
+        self.wait_since = 0.0
+        self.notified = False
+        self.connected_at = time.monotonic()
+        self.last_active = self.connected_at
+        self.xact_start = 0.0
+        self.query_start = 0.0
+        self.paused_by_server = False
+        self.peer = ""
+        self._tail = b""
+        self._skip = 0
+        self._counted = False
+
+    # ---- connection lifecycle ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+        self.proxy.clients.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        prev = self.state
+        self.state = CLOSED
+        self.proxy.clients.discard(self)
+        self.proxy.cancel_keys.pop(self.key, None)
+        pool = self.pool
+        if pool is not None:
+            pool.clients.discard(self)
+            if prev == WAITING:
+                pool.cancel_wait(self)
+        server = self.server
+        self.server = None
+        if server is not None and not server.closed:
+            self._give_back(server, client_gone=True)
+        if self.auth is not None and self.auth.timer is not None:
+            self.auth.timer.cancel()
+
+    def _give_back(self, server: ServerConn, client_gone: bool = False) -> None:
+        """Return a server to its pool: clean ones at once, dirty ones rolled back or closed."""
+        pool = server.pool
+        server.unlink()
+        if pool is None:
+            server.close("no pool")
+            return
+        if server.pending > 0 or self.open_ext:
+            # A query is still running: cancel it so the backend does not linger, then close.
+            self.proxy.cancel_backend(server)
+            server.close("client disconnected with a query in progress")
+        elif server.status != 73:  # in a transaction: roll it back and check it is clean
+            server.rollback_then_release()
+        elif self.session_mode or server.stale:
+            if server.stale:
+                server.close("pool settings changed")
+            else:
+                pool.release_dirty(server, pool.settings.server_reset_query)
+        else:
+            pool.release(server)
+
+    def fatal(self, err: PgError) -> None:
+        """Send an error and close (FATAL), or an error and ReadyForQuery (ERROR)."""
+        if self.state == CLOSED or self.transport is None:
+            return
+        self.transport.write(
+            m.error_response(err.sqlstate, err.message, severity="FATAL",
+                             detail=err.detail, hint=err.hint)
+        )
+        self.state = CLOSED
+        self.transport.close()
+
+    def kick(self, err: PgError) -> None:
+        """End this client from outside (pool deleted, shutdown)."""
+        if self.server is not None and not self.server.closed:
+            server, self.server = self.server, None
+            self._give_back(server, client_gone=True)
+        self.fatal(err)
+
+    def notice(self, text: str) -> None:
+        if self.state != CLOSED:
+            self.transport.write(m.notice_response(text))
+
+    # ---- incoming bytes ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == LINKED:
+            self._forward(data)
+            return
+        try:
+            if state == READY:
+                self._request(data)
+            elif state == WAITING:
+                self.pending_data.append(data)
+            elif state == STARTUP:
+                self._startup_data(data)
+            elif state in (AUTH, LOGIN):
+                self._auth_data(data)
+        except PgError as err:
+            log.info("[c%d] %s", self.id, err.message)
+            if err.fatal:
+                self.fatal(err)
+            else:
+                self._error_ready(err)
+
+    def _startup_data(self, data: bytes) -> None:
+        assert self.startup is not None
+        got = self.startup.feed(data)
+        if got is None:
+            return
+        code, payload, rest = got
+        if code in (m.SSL_REQUEST_CODE, m.GSSENC_REQUEST_CODE):
+            if rest:
+                raise ProtocolError("received unencrypted data after SSL request")
+            self.transport.write(b"N")
+            return
+        if code == m.CANCEL_REQUEST_CODE:
+            if len(payload) == 8:
+                pid, secret = struct.unpack("!II", payload)
+                self.proxy.handle_cancel(pid, secret)
+            self.state = CLOSED
+            self.transport.close()
+            return
+        major, minor = code >> 16, code & 0xFFFF
+        if major != 3:
+            raise PgError(PROTOCOL_VIOLATION,
+                          f"unsupported frontend protocol {major}.{minor}: pyproxy supports 3.0",
+                          fatal=True)
+        try:
+            params = m.parse_startup_params(payload)
+        except ValueError as exc:
+            raise ProtocolError(f"invalid startup packet: {exc}") from None
+        self.startup = None
+        self._begin_login(params, minor)
+        if rest:
+            self._auth_data(rest)
+
+    def _begin_login(self, params: dict[str, str], minor: int) -> None:
+        proxy = self.proxy
+        if len(proxy.clients) > proxy.config.proxy.max_client_conn:
+            raise PgError(TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)",
+                          fatal=True)
+        self.user = params.get("user", "")
+        if not self.user:
+            raise PgError("28000", "no PostgreSQL user name specified in startup packet",
+                          fatal=True)
+        self.database = params.get("database") or self.user
+        unsupported = [k for k in params if k.startswith("_pq_.")]
+        if minor > 0 or unsupported:
+            self.transport.write(m.negotiate_protocol_version(0, unsupported))
+        self.params = self._startup_params(params)
+        found = proxy.manager.find_pool(self.database)
+        if found is None:
+            raise PgError(INVALID_CATALOG_NAME, f'database "{self.database}" does not exist',
+                          detail="pyproxy has no pool with this name; the database name selects "
+                                 "the pool", fatal=True)
+        cluster_id, cfg = found
+        cluster = proxy.manager.cluster(cluster_id)
+        assert cluster is not None
+        self.state = AUTH
+        self.framer = MessageFramer(proxy.config.proxy.max_packet_size)
+        self.auth = ClientAuth(self, proxy, cluster, self.user)
+        self.auth.start()
+
+    def _startup_params(self, params: dict[str, str]) -> dict[str, str]:
+        """Tracked parameters from the startup packet and its ``options``; refuse the unknown."""
+        cfg = self.proxy.config.proxy
+        tracked = self.proxy.tracked
+        ignored = {k.lower() for k in cfg.ignore_startup_parameters}
+        out: dict[str, str] = {}
+        for key, value in params.items():
+            low = key.lower()
+            if low in ("user", "database") or low.startswith("_pq_."):
+                continue
+            if low == "options":
+                for name, val in P.parse_options(value).items():
+                    if name in tracked:
+                        out[name] = val
+                    elif "options" not in ignored and name not in ignored:
+                        raise PgError(PROTOCOL_VIOLATION,
+                                      f"unsupported startup parameter in options: {name}",
+                                      hint="only tracked session parameters may be set in "
+                                           "options: " + ", ".join(sorted(tracked)), fatal=True)
+            elif low in tracked:
+                out[low] = value
+            elif low not in ignored:
+                raise PgError(PROTOCOL_VIOLATION, f"unsupported startup parameter: {key}",
+                              hint="add it to ignore_startup_parameters to accept and ignore it",
+                              fatal=True)
+        return out
+
+    def _auth_data(self, data: bytes) -> None:
+        assert self.framer is not None
+        for t, body in self.framer.feed(data):
+            if self.state == AUTH and self.auth is not None:
+                self.auth.message(t, body)
+            elif t == 88:  # Terminate during login
+                self.transport.close()
+                return
+            else:
+                raise ProtocolError(f"unexpected message {chr(t)!r} during login")
+
+    async def finish_login(self) -> None:
+        """Authenticated: attach to the pool, learn its parameters, send the welcome."""
+        proxy = self.proxy
+        pool = proxy.manager.get_pool(self.database, self.user)
+        if pool is None:
+            raise PgError(INVALID_CATALOG_NAME, f'database "{self.database}" does not exist',
+                          fatal=True)
+        limit = pool.settings.max_client_conn
+        if limit and len(pool.clients) >= limit:
+            raise PgError(TOO_MANY_CONNECTIONS, f'no more connections allowed for pool '
+                          f'"{pool.name}" (max_client_conn {limit})', fatal=True)
+        self.state = LOGIN
+        self.pool = pool
+        pool.clients.add(self)
+        self.mode = pool.mode
+        self.session_mode = self.mode == "session"
+        self.statement_mode = self.mode == "statement"
+        await pool.wait_welcome()
+        if self.state == CLOSED:
+            return
+        assert pool.welcome is not None
+        welcome = dict(pool.welcome)
+        for key, value in self.params.items():
+            welcome[key] = value
+        if "client_encoding" in self.params:
+            welcome["client_encoding"] = _encoding_name(self.params["client_encoding"])
+        self.params = {k: v for k, v in welcome.items() if k in proxy.tracked}
+        out = [m.AUTH_OK_MSG]
+        names = pool.welcome_names
+        for key, value in welcome.items():
+            out.append(m.parameter_status(names.get(key, key), value))
+        self.key = proxy.new_cancel_key(self)
+        out.append(m.backend_key_data(*self.key))
+        out.append(m.READY_IDLE)
+        self.transport.write(b"".join(out))
+        rest = self.framer.take_rest() if self.framer is not None else b""
+        self.framer = None
+        self.auth = None
+        self.state = READY
+        self.last_active = time.monotonic()
+        if rest:
+            self.data_received(rest)
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def _request(self, data: bytes) -> None:
+        """A request while no server is linked: queue it and ask the pool for a server."""
+        if self._tail:
+            data = self._tail + data
+            self._tail = b""
+        if self.statement_mode and data[:1] == b"Q" and _starts_transaction(data):
+            self._error_ready(PgError(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
+            return
+        if data[:1] == b"X":
+            self.transport.close()
+            return
+        self.pending_data.append(data)
+        self.state = WAITING
+        self.transport.pause_reading()
+        assert self.pool is not None
+        self.pool.acquire(self)
+
+    def on_server(self, server: ServerConn) -> None:
+        """The pool hands us a server (maybe synchronously from ``acquire``)."""
+        if self.state != WAITING:
+            # We went away while queued; hand the server straight back.
+            server.unlink()
+            if server.pool is not None:
+                server.pool.release(server)
+            return
+        self.server = server
+        server.pending = 0
+        diff = P.differences(self.params, server.params, self.proxy.tracked)
+        server.link(self, P.set_statements(diff) if diff else None)
+        if not diff:
+            self.server_ready()
+
+    def server_ready(self) -> None:
+        self.state = LINKED
+        self.xact_start = time.monotonic()
+        self.transport.resume_reading()
+        data = b"".join(self.pending_data)
+        self.pending_data.clear()
+        if data:
+            self._forward(data)
+
+    def _forward(self, data: bytes) -> None:
+        """Hot path: pass client bytes to the linked server, counting requests."""
+        server = self.server
+        assert server is not None
+        st = server.transport
+        skip = self._skip
+        if skip:
+            if skip >= len(data):
+                self._skip = skip - len(data)
+                st.write(data)
+                return
+            st.write(data[:skip])
+            data = data[skip:]
+            self._skip = 0
+        elif self._tail:
+            data = self._tail + data
+            self._tail = b""
+        n = len(data)
+        off = 0
+        pending = server.pending
+        if not pending:
+            self.query_start = time.monotonic()
+        open_ext = self.open_ext
+        limit = server.max_packet
+        while n - off >= 5:
+            t = data[off]
+            ln = _unpack_len(data, off + 1)[0]
+            end = off + 1 + ln
+            if ln < 4 or ln > limit:
+                self._bad_length(t, ln)
+                return
+            if end > n:
+                break
+            if t == 81 or t == 70:  # Query, FunctionCall
+                pending += 1
+            elif t == 83:  # Sync
+                pending += 1
+                open_ext = False
+            elif t == 88:  # Terminate: the server stays ours to reuse
+                server.pending = pending
+                self.open_ext = open_ext
+                if off:
+                    st.write(data[:off])
+                self.transport.close()
+                return
+            elif t in (80, 66, 68, 69, 67):  # Parse, Bind, Describe, Execute, Close
+                open_ext = True
+            off = end
+        server.pending = pending
+        self.open_ext = open_ext
+        if off < n:
+            if data[off] == 100 and n - off >= 5:  # CopyData: stream it
+                self._skip = off + 1 + _unpack_len(data, off + 1)[0] - n
+                off = n
+            else:
+                self._tail = data[off:]
+        if off:
+            st.write(data if off == n else data[:off])
+
+    def _bad_length(self, t: int, ln: int) -> None:
+        err = PgError(PROTOCOL_VIOLATION, f"invalid message length {ln} (type {chr(t)!r})",
+                      fatal=True)
+        if ln > 4:
+            err = PgError("54000", f"message of type {chr(t)!r} with {ln} bytes exceeds "
+                          f"max_packet_size ({self.server.max_packet if self.server else 0})",
+                          fatal=True)
+        self.kick(err)
+
+    def releasable(self, status: int) -> bool:
+        """Called by the server at a ReadyForQuery with nothing else outstanding."""
+        if self.session_mode or self.open_ext:
+            return False
+        if status == 73:
+            return True
+        if self.statement_mode:
+            return True  # release_server rolls the transaction block back and refuses it
+        return False
+
+    def release_server(self) -> None:
+        server = self.server
+        if server is None:
+            return
+        self.server = None
+        self.state = READY
+        self.last_active = time.monotonic()
+        pool = self.pool
+        if pool is not None:
+            pool.stats["xact_count"] += 1
+        if server.status != 73:
+            # Statement mode saw BEGIN (or a multi-statement transaction): undo and refuse it.
+            server.rollback_then_release()
+            self.transport.write(m.error_response(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
+            return
+        server.unlink()
+        if server.stale or pool is None:
+            server.close("pool settings changed")
+        else:
+            pool.release(server)
+
+    # ---- timeouts ---------------------------------------------------------------------------
+
+    def check_timeouts(self, now: float) -> None:
+        pool = self.pool
+        if pool is None or self.state == CLOSED:
+            return
+        s = pool.settings
+        server = self.server
+        if server is None:
+            if (self.state == READY and s.client_idle_timeout > 0
+                    and now - self.last_active >= s.client_idle_timeout):
+                self.kick(PgError("57P05", "client_idle_timeout: connection closed after "
+                                  f"{s.client_idle_timeout:g} s without activity", fatal=True))
+            return
+        if server.pending > 0:
+            if s.query_timeout > 0 and now - self.query_start >= s.query_timeout:
+                self.kick(PgError("57014", f"query_timeout: query ran longer than "
+                                  f"{s.query_timeout:g} s", fatal=True))
+                return
+        elif (server.status != 73 and s.idle_transaction_timeout > 0
+              and now - server.ready_at >= s.idle_transaction_timeout):
+            self.kick(PgError("25P03", "idle_transaction_timeout: transaction idle for more than "
+                              f"{s.idle_transaction_timeout:g} s", fatal=True))
+            return
+        if (s.transaction_timeout > 0 and not self.session_mode
+                and now - self.xact_start >= s.transaction_timeout):
+            self.kick(PgError("25P04", "transaction_timeout: transaction lasted longer than "
+                              f"{s.transaction_timeout:g} s", fatal=True))
+
+    # ---- failures ---------------------------------------------------------------------------
+
+    def server_failed(self, err: PgError, retry: bool) -> None:
+        """The linked server died or could not be prepared for us."""
+        server = self.server
+        self.server = None
+        if self.state == CLOSED:
+            return
+        if self.state == WAITING or server is None:
+            self.fatal(PgError(err.sqlstate, err.message, fatal=True, detail=err.detail))
+            return
+        pending = server.pending
+        if pending <= 0 and server.status != 73:
+            # The client believes it is inside a transaction that no longer exists.
+            self.fatal(PgError(err.sqlstate, err.message, fatal=True, detail=err.detail))
+            return
+        self.state = READY
+        self.open_ext = False
+        self._tail = b""
+        self._skip = 0
+        if pending > 0:
+            out = [m.error_response(err.sqlstate, err.message, detail=err.detail)]
+            out.extend([m.READY_IDLE] * pending)
+            self.transport.write(b"".join(out))
+
+    def on_wait_error(self, err: PgError) -> None:
+        """The pool could not give us a server (timeout, server down, cancel, pool deleted)."""
+        if self.state == CLOSED:
+            return
+        if err.fatal:
+            self.fatal(err)
+            return
+        data = b"".join(self.pending_data)
+        self.pending_data.clear()
+        units = max(_count_requests(data), 1)
+        out = [m.error_response(err.sqlstate, err.message)]
+        out.extend([m.READY_IDLE] * units)
+        self.transport.write(b"".join(out))
+        self.state = READY
+        self.transport.resume_reading()
+
+    def _error_ready(self, err: PgError) -> None:
+        self.transport.write(m.error_response(err.sqlstate, err.message, detail=err.detail,
+                                              hint=err.hint) + m.READY_IDLE)
+
+
+def _count_requests(data: bytes) -> int:
+    """How many ReadyForQuery a run of client messages would produce (Query, Sync, FunctionCall)."""
+    n = len(data)
+    off = 0
+    count = 0
+    while n - off >= 5:
+        t = data[off]
+        if t in (81, 83, 70):
+            count += 1
+        off += 1 + _unpack_len(data, off + 1)[0]
+    return count
+
+
+def _starts_transaction(data: bytes) -> bool:
+    """Does a simple Query begin with BEGIN or START TRANSACTION (comments skipped)?"""
+    from pyproxy.pool.sqlscan import first_keywords
+
+    if len(data) < 6:
+        return False
+    sql = data[5 : 1 + _unpack_len(data, 1)[0]].rstrip(b"\x00").decode("utf-8", "replace")
+    words = first_keywords(sql, 2)
+    return bool(words) and (words[0] == "begin" or words[:2] == ["start", "transaction"])
+
+
+def _encoding_name(value: str) -> str:
+    return "UTF8" if P.canonical("client_encoding", value) == "utf8" else value
+
+
+def new_secret() -> int:
+    return secrets.randbits(32)

@@ -1,0 +1,428 @@
+"""Server side: one asyncio Protocol per PostgreSQL backend connection (login, relay, reset)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from pyproxy.auth.md5 import md5_response
+from pyproxy.auth.scram import AuthFailed, ScramClient
+from pyproxy.errors import (
+    CONNECTION_FAILURE,
+    INVALID_PASSWORD,
+    PROTOCOL_VIOLATION,
+    SQLCLIENT_UNABLE_TO_ESTABLISH,
+    PgError,
+)
+from pyproxy.proto import messages as m
+from pyproxy.proto.framing import MessageFramer
+
+if TYPE_CHECKING:
+    from pyproxy.net.client import ClientConn
+    from pyproxy.pool.pool import Pool
+
+log = logging.getLogger("pyproxy.server")
+_unpack_len = struct.Struct("!I").unpack_from
+
+# States
+LOGIN, IDLE, LINKED, SYNC, RESET, CHECK, ROLLBACK, CLOSED = range(8)
+_PASSTHROUGH = frozenset(b"Dd")  # types whose partial bodies may be forwarded as they arrive
+
+_ids = iter(range(1, 1 << 62))
+
+
+class ServerConn(asyncio.Protocol):
+    """A logged-in server connection that relays to at most one linked client at a time."""
+
+    def __init__(self, pool: Pool, *, max_packet: int) -> None:
+        self.id = next(_ids)
+        self.pool: Pool | None = pool
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientConn | None = None
+        self.state = LOGIN
+        self.params: dict[str, str] = {}
+        self.param_names: dict[str, str] = {}
+        self.pid = 0
+        self.secret = 0
+        now = time.monotonic()
+        self.created = now
+        self.idle_since = now
+        self.closed = False
+        self.stale = False
+        self.pending = 0  # ReadyForQuery messages the linked client still expects
+        self.status = 73  # b"I"
+        self.link_gen = 0
+        self.ready_at = now
+        self.max_packet = max_packet
+        self._framer: MessageFramer | None = MessageFramer(max_packet)
+        self._login: asyncio.Future[ServerConn] = asyncio.get_running_loop().create_future()
+        self._scram: ScramClient | None = None
+        self._tail = b""
+        self._skip = 0
+        self._fatal: dict[str, str] | None = None
+        self._after_swallow: Any = None
+        self._swallow_error: dict[str, str] | None = None
+
+    # ---- login ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        pool = self.pool
+        assert pool is not None
+        params = {"user": pool.login_user, "database": pool.cfg.db}
+        transport.write(m.startup_message(params))
+
+    async def wait_login(self) -> ServerConn:
+        return await self._login
+
+    def _login_message(self, t: int, body: bytes) -> None:
+        if t == 82:  # 'R'
+            self._auth(body)
+        elif t == 83:  # 'S'
+            name, value = m.parse_parameter_status(body)
+            self.params[name.lower()] = value
+            self.param_names[name.lower()] = name
+        elif t == 75:  # 'K'
+            self.pid, self.secret = struct.unpack("!II", body[:8])
+        elif t == 90:  # 'Z'
+            self.state = IDLE
+            self._framer = None
+            if not self._login.done():
+                self._login.set_result(self)
+        elif t == 69:  # 'E'
+            fields = m.parse_fields(body)
+            self._fail_login(PgError(fields.get("C", CONNECTION_FAILURE), fields.get("M", "?"),
+                                     fatal=True, detail=fields.get("D"), hint=fields.get("H")))
+        elif t in (78, 118):  # NoticeResponse, NegotiateProtocolVersion
+            pass
+        else:
+            self._fail_login(PgError(PROTOCOL_VIOLATION,
+                                     f"unexpected message {chr(t)!r} during server login",
+                                     fatal=True))
+
+    def _auth(self, body: bytes) -> None:
+        pool = self.pool
+        assert pool is not None and self.transport is not None
+        code = _unpack_len(body, 0)[0]
+        password = pool.login_password
+        if code == m.AUTH_OK:
+            return
+        if password is None:
+            self._fail_login(PgError(INVALID_PASSWORD, "server asked for a password but pyproxy "
+                                     f'has none for user "{pool.login_user}"', fatal=True))
+            return
+        try:
+            if code == m.AUTH_CLEARTEXT:
+                self.transport.write(m.password_message(m.cstr(password)))
+            elif code == m.AUTH_MD5:
+                resp = md5_response(pool.login_user, password, body[4:8])
+                self.transport.write(m.password_message(resp + b"\x00"))
+            elif code == m.AUTH_SASL:
+                mechs = m.parse_cstrings(body[4:])
+                if "SCRAM-SHA-256" not in mechs:
+                    raise AuthFailed(f"server offers no supported SASL mechanism: {mechs}")
+                self._scram = ScramClient(password)
+                first = self._scram.client_first()
+                self.transport.write(m.sasl_initial_response("SCRAM-SHA-256", first))
+            elif code == m.AUTH_SASL_CONTINUE and self._scram is not None:
+                self.transport.write(m.password_message(self._scram.handle_server_first(body[4:])))
+            elif code == m.AUTH_SASL_FINAL and self._scram is not None:
+                self._scram.verify_server_final(body[4:])
+            else:
+                raise AuthFailed(f"unsupported authentication request {code} from server")
+        except AuthFailed as exc:
+            self._fail_login(PgError(INVALID_PASSWORD, f"server login failed: {exc}", fatal=True))
+
+    def _fail_login(self, err: PgError) -> None:
+        if not self._login.done():
+            self._login.set_exception(err)
+        self._close_transport()
+
+    # ---- linking ----------------------------------------------------------------------------
+
+    def link(self, client: ClientConn, sync_sql: str | None) -> None:
+        """Attach ``client``; with ``sync_sql`` first align session parameters (responses eaten)."""
+        self.client = client
+        self.link_gen += 1
+        if sync_sql:
+            self.state = SYNC
+            self._swallow(sync_sql, self._sync_done)
+        else:
+            self.state = LINKED
+
+    def _sync_done(self, error: dict[str, str] | None) -> None:
+        client = self.client
+        if error is not None:
+            log.warning("[s%d] could not apply session parameters: %s", self.id, error.get("M"))
+            if client is not None:
+                client.server_failed(PgError(error.get("C", "22023"), error.get("M", "?")),
+                                     retry=False)
+            self.close("parameter sync failed")
+            return
+        self.state = LINKED
+        if client is not None:
+            client.server_ready()
+
+    def unlink(self) -> None:
+        self.client = None
+        self.state = IDLE
+
+    def _swallow(self, sql: str, then: Any) -> None:
+        """Send a simple query whose responses the client must not see; call ``then(error)``."""
+        self._after_swallow = then
+        self._swallow_error = None
+        assert self.transport is not None
+        self.transport.write(m.query(sql))
+
+    def reset(self, query: str) -> None:
+        self.client = None
+        self.state = RESET
+        self._swallow(query, self._reset_done)
+
+    def _reset_done(self, error: dict[str, str] | None) -> None:
+        self.state = IDLE
+        if error is not None or self.status != 73:
+            self.close("reset query failed")
+            return
+        if self.pool is not None:
+            self.pool.release(self)
+
+    def check(self) -> None:
+        """Health check before reuse of a long-idle server: an empty query."""
+        self.state = CHECK
+        self._swallow("", self._reset_done)
+
+    def rollback_then_release(self) -> None:
+        self.client = None
+        self.state = ROLLBACK
+        self._swallow("ROLLBACK", self._reset_done)
+
+    # ---- data from PostgreSQL ---------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == LINKED:
+            self._relay(data)
+        elif state == LOGIN:
+            assert self._framer is not None
+            try:
+                for t, body in self._framer.feed(data):
+                    self._login_message(t, body)
+                    if self.state != LOGIN:
+                        break
+            except PgError as exc:
+                self._fail_login(exc)
+        elif state in (SYNC, RESET, CHECK, ROLLBACK):
+            self._swallowed(data)
+        elif state == IDLE:
+            self._idle_data(data)
+
+    def _idle_data(self, data: bytes) -> None:
+        """An unlinked server spoke: usually a FATAL before PostgreSQL closes it."""
+        if self._tail:
+            data = self._tail + data
+            self._tail = b""
+        off = 0
+        n = len(data)
+        while n - off >= 5:
+            t = data[off]
+            end = off + 1 + _unpack_len(data, off + 1)[0]
+            if end > n:
+                break
+            if t == 69:
+                fields = m.parse_fields(data[off + 5 : end])
+                log.info("[s%d] idle server said: %s %s", self.id, fields.get("C"), fields.get("M"))
+            off = end
+        self._tail = data[off:]
+
+    def _swallowed(self, data: bytes) -> None:
+        if self._tail:
+            data = self._tail + data
+            self._tail = b""
+        off = 0
+        n = len(data)
+        while n - off >= 5:
+            t = data[off]
+            end = off + 1 + _unpack_len(data, off + 1)[0]
+            if end > n:
+                break
+            if t == 90:
+                self.status = data[end - 1]
+                self._tail = data[end:]
+                then, self._after_swallow = self._after_swallow, None
+                if then is not None:
+                    then(self._swallow_error)
+                if self._tail and self.state == LINKED:
+                    rest, self._tail = self._tail, b""
+                    self._relay(rest)
+                return
+            if t == 83:
+                name, value = m.parse_parameter_status(data[off + 5 : end])
+                key = name.lower()
+                self.params[key] = value
+                self.param_names[key] = name
+                if self.client is not None:
+                    self.client.params[key] = value
+            elif t == 69 and self._swallow_error is None:
+                self._swallow_error = m.parse_fields(data[off + 5 : end])
+            off = end
+        self._tail = data[off:]
+
+    def _relay(self, data: bytes) -> None:
+        """Hot path: forward to the client, watching ReadyForQuery, ParameterStatus, errors."""
+        client = self.client
+        assert client is not None
+        ct = client.transport
+        skip = self._skip
+        if skip:
+            if skip >= len(data):
+                self._skip = skip - len(data)
+                ct.write(data)
+                return
+            ct.write(data[:skip])
+            data = data[skip:]
+            self._skip = 0
+        elif self._tail:
+            data = self._tail + data
+            self._tail = b""
+        n = len(data)
+        off = 0
+        start = 0
+        release = False
+        while n - off >= 5:
+            t = data[off]
+            ln = _unpack_len(data, off + 1)[0]
+            end = off + 1 + ln
+            if end > n:
+                if ln < 4 or ln > self.max_packet:
+                    self._protocol_error(f"bad message length {ln}")
+                    return
+                break
+            if t == 90:  # ReadyForQuery
+                status = data[end - 1]
+                self.status = status
+                self.ready_at = time.monotonic()
+                self.pending -= 1
+                if self.pending <= 0 and client.releasable(status):
+                    off = end
+                    release = True
+                    break
+            elif t == 83:  # ParameterStatus
+                name, value = m.parse_parameter_status(data[off + 5 : end])
+                key = name.lower()
+                self.params[key] = value
+                self.param_names[key] = name
+                client.params[key] = value
+            elif t == 69:  # ErrorResponse: a FATAL is held back until the connection drops
+                if data[off + 6 : off + 11] in (b"FATAL", b"PANIC"):
+                    self._fatal = m.parse_fields(data[off + 5 : end])
+                    if off > start:
+                        ct.write(data[start:off])
+                    start = end
+            off = end
+        if release:
+            if start < off:
+                ct.write(data[start:off] if start or off < n else data)
+            if off < n:
+                log.debug("[s%d] %d bytes after a releasing ReadyForQuery", self.id, n - off)
+            client.release_server()
+            return
+        if off < n:
+            rest = data[off:]
+            if len(rest) >= 5 and data[off] in _PASSTHROUGH:
+                # Forward a large row or copy chunk as it arrives instead of buffering it.
+                self._skip = off + 1 + _unpack_len(data, off + 1)[0] - n
+                off = n
+            else:
+                self._tail = rest
+        if start < off:
+            ct.write(data if start == 0 and off == n else data[start:off])
+        if client.paused_by_server is False and ct.get_write_buffer_size() > 1 << 20:
+            pass
+
+    def _protocol_error(self, text: str) -> None:
+        log.error("[s%d] protocol error from server: %s", self.id, text)
+        self._fatal = {"C": PROTOCOL_VIOLATION, "M": f"server protocol error: {text}"}
+        self._close_transport()
+
+    # ---- closing ----------------------------------------------------------------------------
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_login = self.state == LOGIN
+        self.state = CLOSED
+        self.closed = True
+        if was_login and not self._login.done():
+            self._login.set_exception(PgError(SQLCLIENT_UNABLE_TO_ESTABLISH,
+                                              "server closed the connection during login",
+                                              fatal=True))
+        client = self.client
+        self.client = None
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.discard(self)
+        if client is not None:
+            fatal = self._fatal or {}
+            err = PgError(fatal.get("C", CONNECTION_FAILURE),
+                          fatal.get("M", "server connection closed unexpectedly"),
+                          detail="pyproxy dropped the server connection; the next statement gets "
+                                 "a new one")
+            client.server_failed(err, retry=False)
+        then, self._after_swallow = self._after_swallow, None
+        if then is not None and not was_login:
+            then({"C": CONNECTION_FAILURE, "M": "server connection lost"})
+
+    def close(self, reason: str = "") -> None:
+        if self.closed:
+            return
+        log.debug("[s%d] closing server connection: %s", self.id, reason)
+        self.closed = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(m.TERMINATE)
+        self._close_transport()
+        pool = self.pool
+        if pool is not None:
+            pool.discard(self)
+
+    def _close_transport(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.resume_reading()
+
+
+async def open_server(pool: Pool, *, max_packet: int, timeout: float) -> ServerConn:
+    """Connect and log in to the pool's PostgreSQL; raise PgError with the real reason."""
+    loop = asyncio.get_running_loop()
+    cluster = pool.cluster
+    try:
+        async with asyncio.timeout(timeout if timeout > 0 else None):
+            _, proto = await loop.create_connection(
+                lambda: ServerConn(pool, max_packet=max_packet), cluster.host, cluster.port
+            )
+            return await proto.wait_login()
+    except TimeoutError:
+        raise PgError(SQLCLIENT_UNABLE_TO_ESTABLISH,
+                      f"server_connect_timeout: could not connect to {cluster.host}:{cluster.port}"
+                      f" within {timeout:g} s", fatal=True) from None
+    except OSError as exc:
+        raise PgError(SQLCLIENT_UNABLE_TO_ESTABLISH,
+                      f"could not connect to server {cluster.host}:{cluster.port}: "
+                      f"{exc.strerror or exc}", fatal=True) from None
+
+
+async def send_cancel(host: str, port: int, pid: int, secret: int) -> None:
+    """Open a short connection to PostgreSQL carrying a CancelRequest."""
+    _, writer = await asyncio.open_connection(host, port)
+    writer.write(m.cancel_request(pid, secret))
+    await writer.drain()
+    writer.close()

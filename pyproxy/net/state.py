@@ -1,0 +1,142 @@
+"""Process-wide proxy state shared by the client and server protocols (one per running proxy)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from pyproxy.auth.scram import make_scram_secret
+from pyproxy.config import ClusterConfig, Config
+from pyproxy.net.server import ServerConn, send_cancel
+from pyproxy.pool import params as P
+
+if TYPE_CHECKING:
+    from pyproxy.net.client import ClientConn
+    from pyproxy.pool.manager import PoolManager
+
+log = logging.getLogger("pyproxy.cancel")
+_MOCK_CACHE = 1024
+
+
+class ProxyState:
+    """Everything a connection needs from the running proxy; no module-level globals."""
+
+    def __init__(self, config: Config, manager: PoolManager) -> None:
+        self.config = config
+        self.manager = manager
+        self.clients: set[ClientConn] = set()
+        self.cancel_keys: dict[tuple[int, int], ClientConn] = {}
+        self.tracked = P.tracked_set(config.proxy.track_extra_parameters)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._secrets: dict[tuple[str, str, str], str] = {}
+        self._mock: OrderedDict[str, str] = OrderedDict()
+        self._mock_key = secrets.token_bytes(16)
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.tracked = P.tracked_set(config.proxy.track_extra_parameters)
+        self._secrets.clear()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def tick(self, now: float) -> None:
+        """Client-side timeouts; skipped entirely while no pool configures any."""
+        pools = self.manager.live_pools()
+        if not any(p.settings.client_idle_timeout or p.settings.idle_transaction_timeout
+                   or p.settings.query_timeout or p.settings.transaction_timeout for p in pools):
+            return
+        for client in list(self.clients):
+            client.check_timeouts(now)
+
+    # ---- credentials ------------------------------------------------------------------------
+
+    def scram_secret(self, cluster: ClusterConfig, user: str) -> str:
+        """The SCRAM secret for a configured user, or a stable fake one for an unknown user."""
+        known = cluster.user(user)
+        if known is not None:
+            key = (cluster.id, user, known.password)
+            secret = self._secrets.get(key)
+            if secret is None:
+                secret = make_scram_secret(known.password)
+                self._secrets[key] = secret
+            return secret
+        secret = self._mock.get(user)
+        if secret is None:
+            salt = hmac.new(self._mock_key, user.encode(), hashlib.sha256).digest()[:16]
+            secret = make_scram_secret(secrets.token_hex(16), salt=salt)
+            self._mock[user] = secret
+            if len(self._mock) > _MOCK_CACHE:
+                self._mock.popitem(last=False)
+        return secret
+
+    # ---- cancel -----------------------------------------------------------------------------
+
+    def new_cancel_key(self, client: ClientConn) -> tuple[int, int]:
+        while True:
+            key = (secrets.randbits(31), secrets.randbits(32))
+            if key not in self.cancel_keys:
+                self.cancel_keys[key] = client
+                return key
+
+    def handle_cancel(self, pid: int, secret: int) -> None:
+        """A CancelRequest with a key pyproxy handed out: cancel that client's query only."""
+        client = self.cancel_keys.get((pid, secret))
+        if client is None:
+            log.info("cancel request with an unknown key ignored")
+            return
+        from pyproxy.net.client import WAITING
+
+        pool = client.pool
+        if client.state == WAITING and pool is not None:
+            pool.cancel_waiter(client)
+            return
+        server = client.server
+        if server is None or server.pending <= 0:
+            log.info("[c%d] cancel request for an idle client ignored", client.id)
+            return
+        self.spawn(self._forward_cancel(client, server, server.link_gen))
+
+    async def _forward_cancel(self, client: ClientConn, server: ServerConn, gen: int) -> None:
+        pool = server.pool
+        if pool is None:
+            return
+        cluster = pool.cluster
+        try:
+            _, writer = await asyncio.open_connection(cluster.host, cluster.port)
+        except OSError as exc:
+            log.warning("cancel: cannot reach server: %s", exc)
+            return
+        try:
+            # The query may have finished and the server moved on while we connected:
+            # forward only if the same client still holds the same link with work running.
+            if client.server is server and server.link_gen == gen and server.pending > 0:
+                from pyproxy.proto.messages import cancel_request
+
+                writer.write(cancel_request(server.pid, server.secret))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def cancel_backend(self, server: ServerConn) -> None:
+        """Cancel whatever a server is running (its client left); fire and forget."""
+        pool = server.pool
+        if pool is None or not server.pid:
+            return
+        host, port = pool.cluster.host, pool.cluster.port
+        self.spawn(self._send_cancel(host, port, server.pid, server.secret))
+
+    async def _send_cancel(self, host: str, port: int, pid: int, secret: int) -> None:
+        try:
+            await send_cancel(host, port, pid, secret)
+        except OSError as exc:
+            log.debug("cancel of abandoned query failed: %s", exc)

@@ -1,0 +1,198 @@
+"""The registry of clusters and pools: lookup by name, live create/update/delete, statistics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from pyproxy.config import ClusterConfig, Config, PoolConfig
+from pyproxy.errors import ADMIN_SHUTDOWN, INVALID_CATALOG_NAME, PgError
+from pyproxy.pool.pool import Connector, Pool
+
+log = logging.getLogger("pyproxy.manager")
+
+
+class PoolManager:
+    """Pool definitions (from the file and the API) and the live pools serving them.
+
+    A definition without a fixed ``user`` gets one live pool per client user, as PgBouncer
+    keys pools by (database, user).
+    """
+
+    def __init__(self, config: Config, connector: Connector) -> None:
+        self.config = config
+        self.connector = connector
+        self._clusters: dict[str, ClusterConfig] = {c.id: c for c in config.clusters}
+        self._defs: dict[str, tuple[str, PoolConfig]] = {}
+        self._live: dict[tuple[str, str], Pool] = {}
+        self.client_address: Callable[[], tuple[str, int]] = lambda: (
+            config.proxy.listen_host,
+            config.proxy.listen_port,
+        )
+        for cluster in config.clusters:
+            for pool in cluster.pools:
+                self._defs[pool.name] = (cluster.id, pool)
+
+    # ---- lookups ----------------------------------------------------------------------------
+
+    def clusters(self) -> tuple[ClusterConfig, ...]:
+        return tuple(self._clusters.values())
+
+    def cluster(self, cluster_id: str) -> ClusterConfig | None:
+        return self._clusters.get(cluster_id.lower()) or self._clusters.get(cluster_id)
+
+    def pool_configs(self, cluster_id: str) -> list[PoolConfig]:
+        return [cfg for cid, cfg in self._defs.values() if cid == cluster_id]
+
+    def find_pool(self, name: str) -> tuple[str, PoolConfig] | None:
+        return self._defs.get(name)
+
+    def live_pools(self, name: str | None = None) -> list[Pool]:
+        return [p for (n, _), p in self._live.items() if name is None or n == name]
+
+    def get_pool(self, name: str, client_user: str) -> Pool | None:
+        """The live pool serving ``client_user`` on pool ``name`` (created on first use)."""
+        found = self._defs.get(name)
+        if found is None:
+            return None
+        cluster_id, cfg = found
+        cluster = self._clusters[cluster_id]
+        login_user = cfg.user or client_user
+        key = (name, "" if cfg.user else client_user)
+        pool = self._live.get(key)
+        if pool is None:
+            account = cluster.user(login_user)
+            pool = Pool(cfg, cluster, login_user, account.password if account else None,
+                        self.connector)
+            self._live[key] = pool
+        return pool
+
+    def client_listen(self) -> tuple[str, int]:
+        return self.client_address()
+
+    # ---- changes at run time ----------------------------------------------------------------
+
+    def add_pool(self, cluster_id: str, pool: PoolConfig) -> None:
+        self._defs[pool.name] = (cluster_id, pool)
+        log.info("pool %s added (%s, size %d, db %s)", pool.name, pool.mode, pool.size, pool.db)
+
+    def update_pool(self, name: str, pool: PoolConfig) -> None:
+        found = self._defs.get(name)
+        if found is None:
+            raise KeyError(name)
+        cluster_id, old = found
+        self._defs[name] = (cluster_id, pool)
+        cluster = self._clusters[cluster_id]
+        target_changed = old.db != pool.db or old.user != pool.user
+        for (n, user_key), live in list(self._live.items()):
+            if n != name:
+                continue
+            if old.user != pool.user:
+                # Clients keyed by the old user rule keep their pool until they leave.
+                account = cluster.user(pool.user or user_key)
+                live.login_user = pool.user or user_key
+                live.login_password = account.password if account else None
+            live.cfg = pool
+            if target_changed:
+                for server in list(live.idle):
+                    server.close("pool db/user changed")
+                for server in live.active:
+                    server.stale = True
+                live.welcome = None
+            while live.idle and live.total > pool.size:
+                live.idle.popleft().close("pool shrunk")
+        log.info("pool %s updated (%s, size %d, db %s)", name, pool.mode, pool.size, pool.db)
+
+    def remove_pool(self, name: str) -> None:
+        self._defs.pop(name, None)
+        err = PgError(ADMIN_SHUTDOWN, f'terminating connection because pool "{name}" was deleted',
+                      fatal=True)
+        for key in [k for k in self._live if k[0] == name]:
+            live = self._live.pop(key)
+            live.deleted = True
+            for client in list(live.waiters):
+                client.on_wait_error(err)
+            live.waiters.clear()
+            for client in list(live.clients):
+                client.kick(err)
+            live.close_all("pool deleted")
+        log.info("pool %s deleted", name)
+
+    def replace_config(self, config: Config, api_pools: list[tuple[str, PoolConfig]]) -> None:
+        """Apply a reloaded config file: pools added, changed and removed; users and timeouts."""
+        old_defs = dict(self._defs)
+        self.config = config
+        self._clusters = {c.id: c for c in config.clusters}
+        wanted: dict[str, tuple[str, PoolConfig]] = {}
+        for cluster in config.clusters:
+            for p in cluster.pools:
+                wanted[p.name] = (cluster.id, p)
+        for cid, p in api_pools:
+            if cid in self._clusters and p.name not in wanted:
+                wanted[p.name] = (cid, p)
+        for name in list(old_defs):
+            if name not in wanted:
+                self.remove_pool(name)
+        for name, (cid, p) in wanted.items():
+            if name in self._defs:
+                if self._defs[name] != (cid, p):
+                    self.update_pool(name, p)
+            else:
+                self.add_pool(cid, p)
+        for live in self._live.values():
+            live.cluster = self._clusters.get(self._defs[live.name][0], live.cluster)
+
+    # ---- statistics -------------------------------------------------------------------------
+
+    def pool_stats(self, name: str) -> dict[str, int]:
+        total: dict[str, int] = {"cl_active": 0, "cl_waiting": 0, "cl_total": 0, "sv_active": 0,
+                                 "sv_idle": 0, "sv_login": 0, "sv_total": 0}
+        for live in self.live_pools(name):
+            for k, v in live.snapshot().items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def pool_counters(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for live in self.live_pools(name):
+            for k, v in live.stats.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def servers_in_use(self, cluster_id: str) -> int:
+        return sum(p.total for p in self._live.values() if p.cluster.id == cluster_id)
+
+    async def database_exists(self, cluster_id: str, db: str) -> bool:
+        """Ask PostgreSQL whether ``db`` exists, logging in as a configured user of the cluster."""
+        cluster = self.cluster(cluster_id)
+        if cluster is None or not cluster.users:
+            raise PgError("08006", "no configured user to check the database with")
+        account = cluster.users[0]
+        probe_cfg = PoolConfig(name="__probe__", db=db, size=1, user=account.name)
+        probe = Pool(probe_cfg, cluster, account.name, account.password, self.connector)
+        try:
+            server = await self.connector(probe)
+        except PgError as exc:
+            if exc.sqlstate == INVALID_CATALOG_NAME:
+                return False
+            raise
+        server.pool = None
+        server.close("probe done")
+        return True
+
+    def set_paused(self, name: str | None, paused: bool) -> list[str]:
+        names = []
+        for live in self.live_pools(name):
+            live.paused = paused
+            if not paused:
+                live.resume()
+            names.append(live.name)
+        return sorted(set(names))
+
+    def replace_pool_cfg(self, name: str, **changes: Any) -> PoolConfig:
+        cluster_id, cfg = self._defs[name]
+        new = replace(cfg, **changes)
+        self.update_pool(name, new)
+        return new

@@ -1,0 +1,365 @@
+"""One pool: server connections by state (idle, active, connecting) and a FIFO queue of clients."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from pyproxy.config import ClusterConfig, PoolConfig, PoolSettings
+from pyproxy.errors import (
+    ADMIN_SHUTDOWN,
+    CONNECTION_FAILURE,
+    QUERY_CANCELED,
+    QUERY_WAIT_TIMEOUT,
+    PgError,
+)
+
+log = logging.getLogger("pyproxy.pool")
+
+
+class ServerLink(Protocol):
+    """What a pool needs from a server connection (implemented in pyproxy.net.server)."""
+
+    pool: Pool | None
+    created: float
+    idle_since: float
+    closed: bool
+
+    def close(self, reason: str = "") -> None: ...
+
+    def reset(self, query: str) -> None: ...
+
+    def check(self) -> None: ...
+
+
+class Waiter(Protocol):
+    """What a pool needs from a waiting client (implemented in pyproxy.net.client)."""
+
+    wait_since: float
+    notified: bool
+
+    def on_server(self, server: Any) -> None: ...
+
+    def on_wait_error(self, error: PgError) -> None: ...
+
+    def notice(self, text: str) -> None: ...
+
+
+Connector = Callable[["Pool"], Awaitable[Any]]
+
+
+class Pool:
+    """Server connections for one (pool name, server login user).
+
+    A server is in exactly one place: ``idle`` (deque, used LIFO), ``active`` (linked to a client
+    or running a reset/check) or counted in ``connecting``. Clients wanting a server while none is
+    idle wait in ``waiters`` and are served first come, first served.
+    """
+
+    def __init__(
+        self,
+        cfg: PoolConfig,
+        cluster: ClusterConfig,
+        login_user: str,
+        login_password: str | None,
+        connector: Connector,
+    ) -> None:
+        self.cfg = cfg
+        self.cluster = cluster
+        self.login_user = login_user
+        self.login_password = login_password
+        self.connector = connector
+        self.idle: deque[Any] = deque()
+        self.active: set[Any] = set()
+        self.connecting = 0
+        self.waiters: deque[Any] = deque()
+        self.clients: set[Any] = set()
+        self.welcome: dict[str, str] | None = None
+        self.welcome_names: dict[str, str] = {}
+        self._welcome_waiters: list[asyncio.Future[None]] = []
+        self.last_error: PgError | None = None
+        self.last_error_at = 0.0
+        self.paused = False
+        self.deleted = False
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stats = {"xact_count": 0, "query_count": 0, "wait_count": 0, "wait_time": 0.0,
+                      "session_state_warnings": 0, "session_state_errors": 0}
+        self._last_lifetime_close = 0.0
+
+    # ---- properties -------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def mode(self) -> str:
+        return self.cfg.mode
+
+    @property
+    def settings(self) -> PoolSettings:
+        return self.cfg.settings
+
+    @property
+    def total(self) -> int:
+        return len(self.idle) + len(self.active) + self.connecting
+
+    def limit(self) -> int:
+        """Servers this pool may hold now, reserve included when the head waiter waited long."""
+        size = self.cfg.size
+        s = self.settings
+        if s.reserve_pool_size and self.waiters:
+            waited = time.monotonic() - self.waiters[0].wait_since
+            if waited >= s.reserve_pool_timeout:
+                size += s.reserve_pool_size
+        return size
+
+    # ---- getting a server -------------------------------------------------------------------
+
+    def acquire(self, client: Any) -> None:
+        """Link an idle server to ``client`` now, or queue the client and open servers."""
+        if self.deleted:
+            client.on_wait_error(PgError(ADMIN_SHUTDOWN, f'pool "{self.name}" was deleted',
+                                         fatal=True))
+            return
+        if not self.paused and not self.waiters:
+            idle = self.idle
+            while idle:
+                server = idle.pop()
+                if server.closed:
+                    continue
+                if self._needs_check(server):
+                    self.active.add(server)
+                    server.check()
+                    break
+                self.active.add(server)
+                client.on_server(server)
+                return
+        if self._failing_fast():
+            assert self.last_error is not None
+            client.on_wait_error(self.last_error)
+            return
+        client.wait_since = time.monotonic()
+        client.notified = False
+        self.waiters.append(client)
+        self.stats["wait_count"] += 1
+        self._grow()
+
+    def _needs_check(self, server: Any) -> bool:
+        delay = self.settings.server_check_delay
+        return delay > 0 and time.monotonic() - server.idle_since > delay
+
+    def _failing_fast(self) -> bool:
+        """While the server keeps refusing us, new clients get the last error at once."""
+        if self.last_error is None or self.active or self.idle:
+            return False
+        return time.monotonic() - self.last_error_at < self.settings.server_login_retry
+
+    def cancel_wait(self, client: Any) -> bool:
+        try:
+            self.waiters.remove(client)
+        except ValueError:
+            return False
+        return True
+
+    def _grow(self) -> None:
+        """Open servers in parallel: one per waiting client, up to the pool's limit."""
+        if self.paused or self.deleted:
+            return
+        limit = self.limit()
+        while self.connecting < len(self.waiters) and self.total < limit:
+            self._launch()
+
+    def _launch(self) -> None:
+        self.connecting += 1
+        task = asyncio.get_running_loop().create_task(self._connect())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _connect(self) -> None:
+        try:
+            server = await self.connector(self)
+        except PgError as exc:
+            self.connecting -= 1
+            self._connect_failed(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the waiters
+            self.connecting -= 1
+            self._connect_failed(PgError(CONNECTION_FAILURE, f"server connection failed: {exc}",
+                                         fatal=True))
+            return
+        self.connecting -= 1
+        self.last_error = None
+        if self.welcome is None:
+            self.welcome = dict(server.params)
+            self.welcome_names = dict(server.param_names)
+        for fut in self._welcome_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._welcome_waiters.clear()
+        if self.deleted:
+            server.close("pool deleted")
+            return
+        server.idle_since = time.monotonic()
+        self.release(server, fresh=True)
+
+    def _connect_failed(self, exc: PgError) -> None:
+        log.warning("pool %s: server login failed: %s", self.name, exc.message)
+        self.last_error = exc
+        self.last_error_at = time.monotonic()
+        for fut in self._welcome_waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+        self._welcome_waiters.clear()
+        # Nobody can serve the waiters if no server exists and none is being opened.
+        if not self.active and not self.idle and not self.connecting:
+            waiters, self.waiters = self.waiters, deque()
+            for w in waiters:
+                w.on_wait_error(exc)
+
+    async def wait_welcome(self) -> None:
+        """Wait until one server login has told us the server's ParameterStatus set."""
+        if self.welcome is not None:
+            return
+        if self._failing_fast():
+            assert self.last_error is not None
+            raise self.last_error
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._welcome_waiters.append(fut)
+        if not self.connecting:
+            self._launch()
+        await fut
+
+    # ---- giving a server back ---------------------------------------------------------------
+
+    def release(self, server: Any, fresh: bool = False) -> None:
+        """A clean server (idle in PostgreSQL, nothing pending) comes back."""
+        self.active.discard(server)
+        if server.closed:
+            self._grow()
+            return
+        now = time.monotonic()
+        if self.deleted or self.total > self.limit() and not self.waiters:
+            server.close("pool shrunk")
+            return
+        if not fresh and self._expired(server, now):
+            server.close("server_lifetime")
+            self._grow()
+            return
+        if self.waiters and not self.paused:
+            client = self.waiters.popleft()
+            self.stats["wait_time"] += now - client.wait_since
+            self.active.add(server)
+            client.on_server(server)
+            return
+        server.idle_since = now
+        self.idle.append(server)
+
+    def _expired(self, server: Any, now: float) -> bool:
+        lifetime = self.settings.server_lifetime
+        if lifetime <= 0 or now - server.created < lifetime:
+            return False
+        # Spread lifetime closes out: at most one per lifetime / size seconds.
+        gap = lifetime / max(self.cfg.size, 1)
+        if now - self._last_lifetime_close < gap:
+            return False
+        self._last_lifetime_close = now
+        return True
+
+    def release_dirty(self, server: Any, reset_query: str) -> None:
+        """Session-mode release: run the reset query, then ``release`` (server calls back)."""
+        if reset_query and not server.closed:
+            server.reset(reset_query)
+        else:
+            self.release(server)
+
+    def discard(self, server: Any) -> None:
+        """A server closed or died: forget it and open another if clients wait."""
+        self.active.discard(server)
+        try:
+            self.idle.remove(server)
+        except ValueError:
+            pass
+        self._grow()
+
+    # ---- maintenance ------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Called by the janitor a few times a second: timeouts, idle servers, min_pool_size."""
+        s = self.settings
+        if s.query_wait_timeout > 0 or s.query_wait_notify > 0:
+            for w in list(self.waiters):
+                waited = now - w.wait_since
+                if s.query_wait_timeout > 0 and waited >= s.query_wait_timeout:
+                    self.waiters.remove(w)
+                    w.on_wait_error(PgError(QUERY_WAIT_TIMEOUT, "query_wait_timeout: no server "
+                                            f"connection became free in {s.query_wait_timeout:g}"
+                                            f" s (pool \"{self.name}\", size {self.cfg.size})",
+                                            fatal=True))
+                elif s.query_wait_notify > 0 and waited >= s.query_wait_notify and not w.notified:
+                    w.notified = True
+                    w.notice(f'No server connection available in pool "{self.name}", client being'
+                             " queued")
+                elif waited < min(s.query_wait_timeout or waited, s.query_wait_notify or waited):
+                    break
+        if self.waiters:
+            self._grow()
+        keep = min(s.min_pool_size, self.cfg.size)
+        if s.server_idle_timeout > 0 or s.server_lifetime > 0:
+            for server in list(self.idle):
+                if len(self.idle) + len(self.active) <= keep:
+                    break
+                idle_for = now - server.idle_since
+                if s.server_idle_timeout > 0 and idle_for >= s.server_idle_timeout:
+                    self.idle.remove(server)
+                    server.close("server_idle_timeout")
+                elif self._expired(server, now):
+                    self.idle.remove(server)
+                    server.close("server_lifetime")
+        while len(self.idle) > 0 and self.total > self.limit():
+            self.idle.popleft().close("pool shrunk")
+        if (keep and self.total < keep and not self.paused and not self.deleted
+                and (self.last_error is None
+                     or now - self.last_error_at >= s.server_login_retry)):
+            for _ in range(keep - self.total):
+                self._launch()
+
+    def resume(self) -> None:
+        """After a pause: serve queued clients from idle servers, open more if needed."""
+        while self.waiters and self.idle:
+            server = self.idle.pop()
+            if server.closed:
+                continue
+            self.release(server, fresh=True)
+        self._grow()
+
+    def cancel_waiter(self, client: Any) -> bool:
+        """A cancel request for a queued client: it leaves the queue with 57014."""
+        if self.cancel_wait(client):
+            client.on_wait_error(PgError(QUERY_CANCELED, "canceling statement due to user request"))
+            return True
+        return False
+
+    def close_all(self, reason: str) -> None:
+        for server in list(self.idle) + list(self.active):
+            server.close(reason)
+        self.idle.clear()
+        self.active.clear()
+        for task in list(self.tasks):
+            task.cancel()
+
+    def snapshot(self) -> dict[str, int]:
+        linked = sum(1 for c in self.clients if getattr(c, "server", None) is not None)
+        return {
+            "cl_active": linked,
+            "cl_waiting": len(self.waiters),
+            "cl_total": len(self.clients),
+            "sv_active": len(self.active),
+            "sv_idle": len(self.idle),
+            "sv_login": self.connecting,
+            "sv_total": self.total,
+        }

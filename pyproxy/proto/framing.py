@@ -1,0 +1,105 @@
+"""Incremental framing of v3 messages with length limits (sans-IO).
+
+Two framers: ``StartupFramer`` for the untyped first packet(s) of a client connection and
+``MessageFramer`` for typed messages. Both accept bytes in any chunking and return whole
+messages; a declared length over the limit raises ``ProtocolError`` at once, before any of
+the body is buffered.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pyproxy.errors import PROGRAM_LIMIT_EXCEEDED, PgError, ProtocolError
+
+MAX_STARTUP_PACKET = 10_000
+_unpack_len = struct.Struct("!I").unpack_from
+_unpack_code = struct.Struct("!I").unpack_from
+
+
+class StartupFramer:
+    """Collects one untyped packet: int32 length (including itself), int32 code, payload."""
+
+    __slots__ = ("_buf", "limit")
+
+    def __init__(self, limit: int = MAX_STARTUP_PACKET) -> None:
+        self._buf = bytearray()
+        self.limit = limit
+
+    def feed(self, data: bytes) -> tuple[int, bytes, bytes] | None:
+        """Add bytes; return (code, payload, trailing bytes) once a packet is whole."""
+        self._buf += data
+        if len(self._buf) < 8:
+            if len(self._buf) >= 4:
+                self._check(_unpack_len(self._buf, 0)[0])
+            return None
+        length = _unpack_len(self._buf, 0)[0]
+        self._check(length)
+        if len(self._buf) < length:
+            return None
+        code = _unpack_code(self._buf, 4)[0]
+        payload = bytes(self._buf[8:length])
+        rest = bytes(self._buf[length:])
+        self._buf.clear()
+        return code, payload, rest
+
+    def _check(self, length: int) -> None:
+        if length < 8:
+            raise ProtocolError(f"invalid startup packet length {length}")
+        if length > self.limit:
+            raise PgError(
+                PROGRAM_LIMIT_EXCEEDED,
+                f"startup packet of {length} bytes exceeds the limit of {self.limit} bytes",
+                fatal=True,
+            )
+
+
+class MessageFramer:
+    """Splits a byte stream into typed messages: (type byte as int, body bytes)."""
+
+    __slots__ = ("_buf", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self._buf = bytearray()
+        self.limit = limit
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        buf = self._buf
+        buf += data
+        out: list[tuple[int, bytes]] = []
+        off = 0
+        n = len(buf)
+        while n - off >= 5:
+            length = _unpack_len(buf, off + 1)[0]
+            check_length(buf[off], length, self.limit)
+            end = off + 1 + length
+            if end > n:
+                break
+            out.append((buf[off], bytes(buf[off + 5 : end])))
+            off = end
+        if off:
+            del buf[:off]
+        return out
+
+    def take_rest(self) -> bytes:
+        """Hand over bytes not yet framed (used when switching to the fast path)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+
+def check_length(type_: int, length: int, limit: int) -> None:
+    """Refuse a message whose declared length is impossible or over the limit."""
+    if length < 4:
+        raise ProtocolError(f"invalid length {length} in message of type {chr(type_)!r}")
+    if length > limit:
+        raise PgError(
+            PROGRAM_LIMIT_EXCEEDED,
+            f"message of type {chr(type_)!r} with {length} bytes exceeds max_packet_size "
+            f"({limit} bytes)",
+            fatal=True,
+        )
