@@ -49,12 +49,14 @@ class App:
             self.store = StateStore(cfg.admin.state_path)
             for cluster_id, pool in self.store.load(cfg.proxy.defaults):
                 if self.manager.cluster(cluster_id) is None:
-                    log.warning("state file pool %s names unknown cluster %s; ignored",
-                                pool.name, cluster_id)
+                    log.warning(
+                        "state file pool %s names unknown cluster %s; ignored",
+                        pool.name,
+                        cluster_id,
+                    )
                     continue
                 if self.manager.find_pool(pool.name) is not None:
-                    log.warning("state file pool %s clashes with a config pool; ignored",
-                                pool.name)
+                    log.warning("state file pool %s clashes with a config pool; ignored", pool.name)
                     continue
                 self.manager.add_pool(cluster_id, pool)
         loop = asyncio.get_running_loop()
@@ -73,8 +75,9 @@ class App:
         if cfg.admin.enabled and self.store is not None:
             from pyproxy.admin.server import AdminServer
 
-            self.admin = AdminServer(cfg.admin, self.manager, self.store,
-                                     pool_defaults=cfg.proxy.defaults)
+            self.admin = AdminServer(
+                cfg.admin, self.manager, self.store, pool_defaults=cfg.proxy.defaults
+            )
             await self.admin.start()
             self.admin_port = self.admin.port
         self._janitor = loop.create_task(self._maintain())
@@ -86,11 +89,11 @@ class App:
             for pool in list(self.manager.live_pools()):
                 try:
                     pool.tick(now)
-                except Exception:  # noqa: BLE001 - the janitor must keep running
+                except Exception:
                     log.exception("maintenance of pool %s failed", pool.name)
             try:
                 self.state.tick(now)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("client maintenance failed")
 
     def reload(self, config: Config) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import resource
 import signal
@@ -20,10 +21,8 @@ log = logging.getLogger("pyproxy.cli")
 def _raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
-        try:
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
 
 
 def _install_uvloop() -> str:
@@ -58,7 +57,7 @@ async def _serve(path: str, config: Config) -> int:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
-        except Exception as exc:  # noqa: BLE001 - a bad file must never stop the proxy
+        except Exception as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
         app.reload(new)
@@ -78,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the pooler")
     serve.add_argument("-c", "--config", required=True, help="TOML config file")
-    serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("-c", "--config", required=True, help="TOML config file")
     args = parser.parse_args(argv)

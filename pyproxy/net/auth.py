@@ -38,8 +38,9 @@ class ClientAuth:
         self.timer: asyncio.TimerHandle | None = None
 
     def _failed(self) -> PgError:
-        return PgError(INVALID_PASSWORD, f'password authentication failed for user "{self.user}"',
-                       fatal=True)
+        return PgError(
+            INVALID_PASSWORD, f'password authentication failed for user "{self.user}"', fatal=True
+        )
 
     def start(self) -> None:
         timeout = self.proxy.config.proxy.client_login_timeout
@@ -62,17 +63,24 @@ class ClientAuth:
         from pyproxy.net.client import AUTH, LOGIN
 
         if self.client.state in (AUTH, LOGIN):
-            self.client.fatal(PgError("08006", "client_login_timeout: login did not complete in "
-                                      f"{self.proxy.config.proxy.client_login_timeout:g} s",
-                                      fatal=True))
+            self.client.fatal(
+                PgError(
+                    "08006",
+                    "client_login_timeout: login did not complete in "
+                    f"{self.proxy.config.proxy.client_login_timeout:g} s",
+                    fatal=True,
+                )
+            )
 
     def message(self, t: int, body: bytes) -> None:
         if t != 112:  # 'p'
-            raise PgError(PROTOCOL_VIOLATION, f"expected a password message, got {chr(t)!r}",
-                          fatal=True)
+            raise PgError(
+                PROTOCOL_VIOLATION, f"expected a password message, got {chr(t)!r}", fatal=True
+            )
         if self.method == "md5":
-            ok = self.known is not None and md5_verify(self.user, self.known.password, self.salt,
-                                                       body)
+            ok = self.known is not None and md5_verify(
+                self.user, self.known.password, self.salt, body
+            )
             if not ok:
                 raise self._failed()
             self._done()
@@ -82,8 +90,9 @@ class ClientAuth:
             if self.step == 0:
                 mech, data = m.parse_sasl_initial(body)
                 if mech != "SCRAM-SHA-256":
-                    raise PgError(PROTOCOL_VIOLATION, f"unsupported SASL mechanism {mech!r}",
-                                  fatal=True)
+                    raise PgError(
+                        PROTOCOL_VIOLATION, f"unsupported SASL mechanism {mech!r}", fatal=True
+                    )
                 reply = self.scram.handle_client_first(data)
                 self.step = 1
                 self.client.transport.write(m.auth_request(m.AUTH_SASL_CONTINUE, reply))
@@ -109,11 +118,13 @@ class ClientAuth:
                 return
             exc = t.exception()
             if isinstance(exc, PgError):
-                self.client.fatal(PgError(exc.sqlstate, exc.message, fatal=True,
-                                          detail=exc.detail, hint=exc.hint))
+                self.client.fatal(
+                    PgError(exc.sqlstate, exc.message, fatal=True, detail=exc.detail, hint=exc.hint)
+                )
             elif exc is not None:
                 log.error("[c%d] login failed: %r", self.client.id, exc)
-                self.client.fatal(PgError("XX000", f"internal error during login: {exc}",
-                                          fatal=True))
+                self.client.fatal(
+                    PgError("XX000", f"internal error during login: {exc}", fatal=True)
+                )
 
         task.add_done_callback(finished)

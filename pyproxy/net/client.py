@@ -7,7 +7,7 @@ import logging
 import secrets
 import struct
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyproxy.errors import (
     ACTIVE_SQL_TRANSACTION,
@@ -18,7 +18,9 @@ from pyproxy.errors import (
     ProtocolError,
 )
 from pyproxy.net.auth import ClientAuth
+from pyproxy.net.requests import forward_slow
 from pyproxy.pool import params as P
+from pyproxy.pool.session_state import TRIGGER
 from pyproxy.proto import messages as m
 from pyproxy.proto.framing import MessageFramer, StartupFramer
 
@@ -67,13 +69,15 @@ class ClientConn(asyncio.Protocol):
         self.peer = ""
         self._tail = b""
         self._skip = 0
-        self._counted = False
+        self.stmts: dict[bytes, Any] = {}  # client statement name -> shared Statement
+        self.replay: dict[str, str] = {}  # SET name = value re-applied on every server
+        self.track = False  # rewrite named prepared statements (transaction/statement mode)
+        self.inspect = False  # look at queries for session-state statements
 
     # ---- connection lifecycle ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
         self.proxy.clients.add(self)
@@ -121,8 +125,9 @@ class ClientConn(asyncio.Protocol):
         if self.state == CLOSED or self.transport is None:
             return
         self.transport.write(
-            m.error_response(err.sqlstate, err.message, severity="FATAL",
-                             detail=err.detail, hint=err.hint)
+            m.error_response(
+                err.sqlstate, err.message, severity="FATAL", detail=err.detail, hint=err.hint
+            )
         )
         self.state = CLOSED
         self.transport.close()
@@ -134,9 +139,15 @@ class ClientConn(asyncio.Protocol):
             self._give_back(server, client_gone=True)
         self.fatal(err)
 
-    def notice(self, text: str) -> None:
+    def notice_unsafe(self, statement: str, why: str) -> None:
+        self.notice(
+            f"{statement} is unsafe in {self.mode} pooling mode: {why}",
+            hint="use SET LOCAL inside a transaction, or a session-mode pool",
+        )
+
+    def notice(self, text: str, hint: str | None = None) -> None:
         if self.state != CLOSED:
-            self.transport.write(m.notice_response(text))
+            self.transport.write(m.notice_response(text, hint=hint))
 
     # ---- incoming bytes ---------------------------------------------------------------------
 
@@ -181,9 +192,11 @@ class ClientConn(asyncio.Protocol):
             return
         major, minor = code >> 16, code & 0xFFFF
         if major != 3:
-            raise PgError(PROTOCOL_VIOLATION,
-                          f"unsupported frontend protocol {major}.{minor}: pyproxy supports 3.0",
-                          fatal=True)
+            raise PgError(
+                PROTOCOL_VIOLATION,
+                f"unsupported frontend protocol {major}.{minor}: pyproxy supports 3.0",
+                fatal=True,
+            )
         try:
             params = m.parse_startup_params(payload)
         except ValueError as exc:
@@ -196,12 +209,14 @@ class ClientConn(asyncio.Protocol):
     def _begin_login(self, params: dict[str, str], minor: int) -> None:
         proxy = self.proxy
         if len(proxy.clients) > proxy.config.proxy.max_client_conn:
-            raise PgError(TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)",
-                          fatal=True)
+            raise PgError(
+                TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)", fatal=True
+            )
         self.user = params.get("user", "")
         if not self.user:
-            raise PgError("28000", "no PostgreSQL user name specified in startup packet",
-                          fatal=True)
+            raise PgError(
+                "28000", "no PostgreSQL user name specified in startup packet", fatal=True
+            )
         self.database = params.get("database") or self.user
         unsupported = [k for k in params if k.startswith("_pq_.")]
         if minor > 0 or unsupported:
@@ -209,10 +224,13 @@ class ClientConn(asyncio.Protocol):
         self.params = self._startup_params(params)
         found = proxy.manager.find_pool(self.database)
         if found is None:
-            raise PgError(INVALID_CATALOG_NAME, f'database "{self.database}" does not exist',
-                          detail="pyproxy has no pool with this name; the database name selects "
-                                 "the pool", fatal=True)
-        cluster_id, cfg = found
+            raise PgError(
+                INVALID_CATALOG_NAME,
+                f'database "{self.database}" does not exist',
+                detail="pyproxy has no pool with this name; the database name selects the pool",
+                fatal=True,
+            )
+        cluster_id, _cfg = found
         cluster = proxy.manager.cluster(cluster_id)
         assert cluster is not None
         self.state = AUTH
@@ -235,16 +253,22 @@ class ClientConn(asyncio.Protocol):
                     if name in tracked:
                         out[name] = val
                     elif "options" not in ignored and name not in ignored:
-                        raise PgError(PROTOCOL_VIOLATION,
-                                      f"unsupported startup parameter in options: {name}",
-                                      hint="only tracked session parameters may be set in "
-                                           "options: " + ", ".join(sorted(tracked)), fatal=True)
+                        raise PgError(
+                            PROTOCOL_VIOLATION,
+                            f"unsupported startup parameter in options: {name}",
+                            hint="only tracked session parameters may be set in "
+                            "options: " + ", ".join(sorted(tracked)),
+                            fatal=True,
+                        )
             elif low in tracked:
                 out[low] = value
             elif low not in ignored:
-                raise PgError(PROTOCOL_VIOLATION, f"unsupported startup parameter: {key}",
-                              hint="add it to ignore_startup_parameters to accept and ignore it",
-                              fatal=True)
+                raise PgError(
+                    PROTOCOL_VIOLATION,
+                    f"unsupported startup parameter: {key}",
+                    hint="add it to ignore_startup_parameters to accept and ignore it",
+                    fatal=True,
+                )
         return out
 
     def _auth_data(self, data: bytes) -> None:
@@ -263,18 +287,24 @@ class ClientConn(asyncio.Protocol):
         proxy = self.proxy
         pool = proxy.manager.get_pool(self.database, self.user)
         if pool is None:
-            raise PgError(INVALID_CATALOG_NAME, f'database "{self.database}" does not exist',
-                          fatal=True)
+            raise PgError(
+                INVALID_CATALOG_NAME, f'database "{self.database}" does not exist', fatal=True
+            )
         limit = pool.settings.max_client_conn
         if limit and len(pool.clients) >= limit:
-            raise PgError(TOO_MANY_CONNECTIONS, f'no more connections allowed for pool '
-                          f'"{pool.name}" (max_client_conn {limit})', fatal=True)
+            raise PgError(
+                TOO_MANY_CONNECTIONS,
+                f'no more connections allowed for pool "{pool.name}" (max_client_conn {limit})',
+                fatal=True,
+            )
         self.state = LOGIN
         self.pool = pool
         pool.clients.add(self)
         self.mode = pool.mode
         self.session_mode = self.mode == "session"
         self.statement_mode = self.mode == "statement"
+        self.track = not self.session_mode and pool.settings.max_prepared_statements > 0
+        self.inspect = not self.session_mode
         await pool.wait_welcome()
         if self.state == CLOSED:
             return
@@ -330,9 +360,15 @@ class ClientConn(asyncio.Protocol):
             return
         self.server = server
         server.pending = 0
+        server.stmts.sent_seg = server.stmts.recv_seg = 0
+        server.stmts.queue.clear()
         diff = P.differences(self.params, server.params, self.proxy.tracked)
-        server.link(self, P.set_statements(diff) if diff else None)
-        if not diff:
+        sql = P.set_statements(diff) if diff else ""
+        if self.replay or server.replayed:
+            sql = _join_sql(sql, P.replay_statements(self.replay, server.replayed))
+            server.replayed = dict(self.replay)
+        server.link(self, sql or None)
+        if not sql:
             self.server_ready()
 
     def server_ready(self) -> None:
@@ -368,6 +404,9 @@ class ClientConn(asyncio.Protocol):
             self.query_start = time.monotonic()
         open_ext = self.open_ext
         limit = server.max_packet
+        track = self.track
+        sts = server.stmts
+        seg = sts.sent_seg
         while n - off >= 5:
             t = data[off]
             ln = _unpack_len(data, off + 1)[0]
@@ -377,23 +416,40 @@ class ClientConn(asyncio.Protocol):
                 return
             if end > n:
                 break
-            if t == 81 or t == 70:  # Query, FunctionCall
+            if t == 81:  # Query
+                if self.inspect and TRIGGER.search(data, off + 5, end):
+                    break
                 pending += 1
-            elif t == 83:  # Sync
+                seg += 1
+            elif t == 83 or t == 70:  # Sync, FunctionCall
                 pending += 1
-                open_ext = False
+                seg += 1
+                if t == 83:
+                    open_ext = False
             elif t == 88:  # Terminate: the server stays ours to reuse
-                server.pending = pending
-                self.open_ext = open_ext
-                if off:
-                    st.write(data[:off])
-                self.transport.close()
-                return
+                break
+            elif track and (t == 80 or t == 67):  # Parse, Close
+                open_ext = True
+                if data[off + 5] != 0 and (t == 80 or data[off + 5] == 83):
+                    break  # a named statement: rewrite
+                sts.queue.append((0, seg, None))
+            elif track and t == 66:  # Bind
+                open_ext = True
+                if data[data.index(0, off + 5) + 1] != 0:
+                    break
+            elif track and t == 68:  # Describe
+                open_ext = True
+                if data[off + 5] == 83 and data[off + 6] != 0:
+                    break
             elif t in (80, 66, 68, 69, 67):  # Parse, Bind, Describe, Execute, Close
                 open_ext = True
             off = end
         server.pending = pending
+        sts.sent_seg = seg
         self.open_ext = open_ext
+        if n - off >= 5 and off + 1 + _unpack_len(data, off + 1)[0] <= n:
+            forward_slow(self, server, data, off)  # a whole message needs more than counting
+            return
         if off < n:
             if data[off] == 100 and n - off >= 5:  # CopyData: stream it
                 self._skip = off + 1 + _unpack_len(data, off + 1)[0] - n
@@ -404,23 +460,24 @@ class ClientConn(asyncio.Protocol):
             st.write(data if off == n else data[:off])
 
     def _bad_length(self, t: int, ln: int) -> None:
-        err = PgError(PROTOCOL_VIOLATION, f"invalid message length {ln} (type {chr(t)!r})",
-                      fatal=True)
+        err = PgError(
+            PROTOCOL_VIOLATION, f"invalid message length {ln} (type {chr(t)!r})", fatal=True
+        )
         if ln > 4:
-            err = PgError("54000", f"message of type {chr(t)!r} with {ln} bytes exceeds "
-                          f"max_packet_size ({self.server.max_packet if self.server else 0})",
-                          fatal=True)
+            err = PgError(
+                "54000",
+                f"message of type {chr(t)!r} with {ln} bytes exceeds "
+                f"max_packet_size ({self.server.max_packet if self.server else 0})",
+                fatal=True,
+            )
         self.kick(err)
 
     def releasable(self, status: int) -> bool:
         """Called by the server at a ReadyForQuery with nothing else outstanding."""
         if self.session_mode or self.open_ext:
             return False
-        if status == 73:
-            return True
-        if self.statement_mode:
-            return True  # release_server rolls the transaction block back and refuses it
-        return False
+        # In statement mode release_server rolls a transaction block back and refuses it.
+        return status == 73 or self.statement_mode
 
     def release_server(self) -> None:
         server = self.server
@@ -452,25 +509,57 @@ class ClientConn(asyncio.Protocol):
         s = pool.settings
         server = self.server
         if server is None:
-            if (self.state == READY and s.client_idle_timeout > 0
-                    and now - self.last_active >= s.client_idle_timeout):
-                self.kick(PgError("57P05", "client_idle_timeout: connection closed after "
-                                  f"{s.client_idle_timeout:g} s without activity", fatal=True))
+            if (
+                self.state == READY
+                and s.client_idle_timeout > 0
+                and now - self.last_active >= s.client_idle_timeout
+            ):
+                self.kick(
+                    PgError(
+                        "57P05",
+                        "client_idle_timeout: connection closed after "
+                        f"{s.client_idle_timeout:g} s without activity",
+                        fatal=True,
+                    )
+                )
             return
         if server.pending > 0:
             if s.query_timeout > 0 and now - self.query_start >= s.query_timeout:
-                self.kick(PgError("57014", f"query_timeout: query ran longer than "
-                                  f"{s.query_timeout:g} s", fatal=True))
+                self.kick(
+                    PgError(
+                        "57014",
+                        f"query_timeout: query ran longer than {s.query_timeout:g} s",
+                        fatal=True,
+                    )
+                )
                 return
-        elif (server.status != 73 and s.idle_transaction_timeout > 0
-              and now - server.ready_at >= s.idle_transaction_timeout):
-            self.kick(PgError("25P03", "idle_transaction_timeout: transaction idle for more than "
-                              f"{s.idle_transaction_timeout:g} s", fatal=True))
+        elif (
+            server.status != 73
+            and s.idle_transaction_timeout > 0
+            and now - server.ready_at >= s.idle_transaction_timeout
+        ):
+            self.kick(
+                PgError(
+                    "25P03",
+                    "idle_transaction_timeout: transaction idle for more than "
+                    f"{s.idle_transaction_timeout:g} s",
+                    fatal=True,
+                )
+            )
             return
-        if (s.transaction_timeout > 0 and not self.session_mode
-                and now - self.xact_start >= s.transaction_timeout):
-            self.kick(PgError("25P04", "transaction_timeout: transaction lasted longer than "
-                              f"{s.transaction_timeout:g} s", fatal=True))
+        if (
+            s.transaction_timeout > 0
+            and not self.session_mode
+            and now - self.xact_start >= s.transaction_timeout
+        ):
+            self.kick(
+                PgError(
+                    "25P04",
+                    "transaction_timeout: transaction lasted longer than "
+                    f"{s.transaction_timeout:g} s",
+                    fatal=True,
+                )
+            )
 
     # ---- failures ---------------------------------------------------------------------------
 
@@ -514,8 +603,14 @@ class ClientConn(asyncio.Protocol):
         self.transport.resume_reading()
 
     def _error_ready(self, err: PgError) -> None:
-        self.transport.write(m.error_response(err.sqlstate, err.message, detail=err.detail,
-                                              hint=err.hint) + m.READY_IDLE)
+        self.transport.write(
+            m.error_response(err.sqlstate, err.message, detail=err.detail, hint=err.hint)
+            + m.READY_IDLE
+        )
+
+
+def _join_sql(a: str, b: str) -> str:
+    return f"{a};{b}" if a and b else a or b
 
 
 def _count_requests(data: bytes) -> int:

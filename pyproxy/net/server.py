@@ -17,6 +17,7 @@ from pyproxy.errors import (
     SQLCLIENT_UNABLE_TO_ESTABLISH,
     PgError,
 )
+from pyproxy.pool.prepared import AS_PARSE, PARSE_COMPLETE, ServerStatements
 from pyproxy.proto import messages as m
 from pyproxy.proto.framing import MessageFramer
 
@@ -57,6 +58,8 @@ class ServerConn(asyncio.Protocol):
         self.link_gen = 0
         self.ready_at = now
         self.max_packet = max_packet
+        self.stmts = ServerStatements(max(pool.settings.max_prepared_statements, 1))
+        self.replayed: dict[str, str] = {}
         self._framer: MessageFramer | None = MessageFramer(max_packet)
         self._login: asyncio.Future[ServerConn] = asyncio.get_running_loop().create_future()
         self._scram: ScramClient | None = None
@@ -69,8 +72,7 @@ class ServerConn(asyncio.Protocol):
     # ---- login ------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         pool = self.pool
         assert pool is not None
         params = {"user": pool.login_user, "database": pool.cfg.db}
@@ -95,14 +97,25 @@ class ServerConn(asyncio.Protocol):
                 self._login.set_result(self)
         elif t == 69:  # 'E'
             fields = m.parse_fields(body)
-            self._fail_login(PgError(fields.get("C", CONNECTION_FAILURE), fields.get("M", "?"),
-                                     fatal=True, detail=fields.get("D"), hint=fields.get("H")))
+            self._fail_login(
+                PgError(
+                    fields.get("C", CONNECTION_FAILURE),
+                    fields.get("M", "?"),
+                    fatal=True,
+                    detail=fields.get("D"),
+                    hint=fields.get("H"),
+                )
+            )
         elif t in (78, 118):  # NoticeResponse, NegotiateProtocolVersion
             pass
         else:
-            self._fail_login(PgError(PROTOCOL_VIOLATION,
-                                     f"unexpected message {chr(t)!r} during server login",
-                                     fatal=True))
+            self._fail_login(
+                PgError(
+                    PROTOCOL_VIOLATION,
+                    f"unexpected message {chr(t)!r} during server login",
+                    fatal=True,
+                )
+            )
 
     def _auth(self, body: bytes) -> None:
         pool = self.pool
@@ -112,8 +125,14 @@ class ServerConn(asyncio.Protocol):
         if code == m.AUTH_OK:
             return
         if password is None:
-            self._fail_login(PgError(INVALID_PASSWORD, "server asked for a password but pyproxy "
-                                     f'has none for user "{pool.login_user}"', fatal=True))
+            self._fail_login(
+                PgError(
+                    INVALID_PASSWORD,
+                    "server asked for a password but pyproxy "
+                    f'has none for user "{pool.login_user}"',
+                    fatal=True,
+                )
+            )
             return
         try:
             if code == m.AUTH_CLEARTEXT:
@@ -159,8 +178,9 @@ class ServerConn(asyncio.Protocol):
         if error is not None:
             log.warning("[s%d] could not apply session parameters: %s", self.id, error.get("M"))
             if client is not None:
-                client.server_failed(PgError(error.get("C", "22023"), error.get("M", "?")),
-                                     retry=False)
+                client.server_failed(
+                    PgError(error.get("C", "22023"), error.get("M", "?")), retry=False
+                )
             self.close("parameter sync failed")
             return
         self.state = LINKED
@@ -307,6 +327,7 @@ class ServerConn(asyncio.Protocol):
                 self.status = status
                 self.ready_at = time.monotonic()
                 self.pending -= 1
+                self.stmts.recv_seg += 1
                 if self.pending <= 0 and client.releasable(status):
                     off = end
                     release = True
@@ -317,7 +338,19 @@ class ServerConn(asyncio.Protocol):
                 self.params[key] = value
                 self.param_names[key] = name
                 client.params[key] = value
+            elif t == 49 or t == 51:  # ParseComplete, CloseComplete: ours or the client's?
+                queue = self.stmts.queue
+                if queue:
+                    action = queue.popleft()[0]
+                    if action:
+                        if off > start:
+                            ct.write(data[start:off])
+                        if action == AS_PARSE:
+                            ct.write(PARSE_COMPLETE)
+                        start = end
             elif t == 69:  # ErrorResponse: a FATAL is held back until the connection drops
+                if self.stmts.queue:
+                    self.stmts.error()
                 if data[off + 6 : off + 11] in (b"FATAL", b"PANIC"):
                     self._fatal = m.parse_fields(data[off + 5 : end])
                     if off > start:
@@ -356,9 +389,13 @@ class ServerConn(asyncio.Protocol):
         self.state = CLOSED
         self.closed = True
         if was_login and not self._login.done():
-            self._login.set_exception(PgError(SQLCLIENT_UNABLE_TO_ESTABLISH,
-                                              "server closed the connection during login",
-                                              fatal=True))
+            self._login.set_exception(
+                PgError(
+                    SQLCLIENT_UNABLE_TO_ESTABLISH,
+                    "server closed the connection during login",
+                    fatal=True,
+                )
+            )
         client = self.client
         self.client = None
         pool, self.pool = self.pool, None
@@ -366,10 +403,11 @@ class ServerConn(asyncio.Protocol):
             pool.discard(self)
         if client is not None:
             fatal = self._fatal or {}
-            err = PgError(fatal.get("C", CONNECTION_FAILURE),
-                          fatal.get("M", "server connection closed unexpectedly"),
-                          detail="pyproxy dropped the server connection; the next statement gets "
-                                 "a new one")
+            err = PgError(
+                fatal.get("C", CONNECTION_FAILURE),
+                fatal.get("M", "server connection closed unexpectedly"),
+                detail="pyproxy dropped the server connection; the next statement gets a new one",
+            )
             client.server_failed(err, retry=False)
         then, self._after_swallow = self._after_swallow, None
         if then is not None and not was_login:
@@ -411,13 +449,18 @@ async def open_server(pool: Pool, *, max_packet: int, timeout: float) -> ServerC
             )
             return await proto.wait_login()
     except TimeoutError:
-        raise PgError(SQLCLIENT_UNABLE_TO_ESTABLISH,
-                      f"server_connect_timeout: could not connect to {cluster.host}:{cluster.port}"
-                      f" within {timeout:g} s", fatal=True) from None
+        raise PgError(
+            SQLCLIENT_UNABLE_TO_ESTABLISH,
+            f"server_connect_timeout: could not connect to {cluster.host}:{cluster.port}"
+            f" within {timeout:g} s",
+            fatal=True,
+        ) from None
     except OSError as exc:
-        raise PgError(SQLCLIENT_UNABLE_TO_ESTABLISH,
-                      f"could not connect to server {cluster.host}:{cluster.port}: "
-                      f"{exc.strerror or exc}", fatal=True) from None
+        raise PgError(
+            SQLCLIENT_UNABLE_TO_ESTABLISH,
+            f"could not connect to server {cluster.host}:{cluster.port}: {exc.strerror or exc}",
+            fatal=True,
+        ) from None
 
 
 async def send_cancel(host: str, port: int, pid: int, secret: int) -> None:

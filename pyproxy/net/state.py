@@ -15,6 +15,7 @@ from pyproxy.auth.scram import make_scram_secret
 from pyproxy.config import ClusterConfig, Config
 from pyproxy.net.server import ServerConn, send_cancel
 from pyproxy.pool import params as P
+from pyproxy.pool.prepared import StatementRegistry
 
 if TYPE_CHECKING:
     from pyproxy.net.client import ClientConn
@@ -33,6 +34,8 @@ class ProxyState:
         self.clients: set[ClientConn] = set()
         self.cancel_keys: dict[tuple[int, int], ClientConn] = {}
         self.tracked = P.tracked_set(config.proxy.track_extra_parameters)
+        self.replayable = frozenset(n.lower() for n in config.proxy.replay_parameters)
+        self.statements = StatementRegistry()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._secrets: dict[tuple[str, str, str], str] = {}
         self._mock: OrderedDict[str, str] = OrderedDict()
@@ -41,6 +44,7 @@ class ProxyState:
     def reconfigure(self, config: Config) -> None:
         self.config = config
         self.tracked = P.tracked_set(config.proxy.track_extra_parameters)
+        self.replayable = frozenset(n.lower() for n in config.proxy.replay_parameters)
         self._secrets.clear()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -52,8 +56,13 @@ class ProxyState:
     def tick(self, now: float) -> None:
         """Client-side timeouts; skipped entirely while no pool configures any."""
         pools = self.manager.live_pools()
-        if not any(p.settings.client_idle_timeout or p.settings.idle_transaction_timeout
-                   or p.settings.query_timeout or p.settings.transaction_timeout for p in pools):
+        if not any(
+            p.settings.client_idle_timeout
+            or p.settings.idle_transaction_timeout
+            or p.settings.query_timeout
+            or p.settings.transaction_timeout
+            for p in pools
+        ):
             return
         for client in list(self.clients):
             client.check_timeouts(now)

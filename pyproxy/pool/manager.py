@@ -64,8 +64,9 @@ class PoolManager:
         pool = self._live.get(key)
         if pool is None:
             account = cluster.user(login_user)
-            pool = Pool(cfg, cluster, login_user, account.password if account else None,
-                        self.connector)
+            pool = Pool(
+                cfg, cluster, login_user, account.password if account else None, self.connector
+            )
             self._live[key] = pool
         return pool
 
@@ -107,8 +108,9 @@ class PoolManager:
 
     def remove_pool(self, name: str) -> None:
         self._defs.pop(name, None)
-        err = PgError(ADMIN_SHUTDOWN, f'terminating connection because pool "{name}" was deleted',
-                      fatal=True)
+        err = PgError(
+            ADMIN_SHUTDOWN, f'terminating connection because pool "{name}" was deleted', fatal=True
+        )
         for key in [k for k in self._live if k[0] == name]:
             live = self._live.pop(key)
             live.deleted = True
@@ -147,8 +149,15 @@ class PoolManager:
     # ---- statistics -------------------------------------------------------------------------
 
     def pool_stats(self, name: str) -> dict[str, int]:
-        total: dict[str, int] = {"cl_active": 0, "cl_waiting": 0, "cl_total": 0, "sv_active": 0,
-                                 "sv_idle": 0, "sv_login": 0, "sv_total": 0}
+        total: dict[str, int] = {
+            "cl_active": 0,
+            "cl_waiting": 0,
+            "cl_total": 0,
+            "sv_active": 0,
+            "sv_idle": 0,
+            "sv_login": 0,
+            "sv_total": 0,
+        }
         for live in self.live_pools(name):
             for k, v in live.snapshot().items():
                 total[k] = total.get(k, 0) + v
@@ -192,7 +201,7 @@ class PoolManager:
         return sorted(set(names))
 
     def replace_pool_cfg(self, name: str, **changes: Any) -> PoolConfig:
-        cluster_id, cfg = self._defs[name]
+        _cluster_id, cfg = self._defs[name]
         new = replace(cfg, **changes)
         self.update_pool(name, new)
         return new

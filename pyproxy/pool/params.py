@@ -1,4 +1,4 @@
-"""Tracked session parameters: per-client values, comparison with a server, the SET that aligns them."""
+"""Tracked session parameters: per-client values, comparison with a server, the aligning SET."""
 
 from __future__ import annotations
 
@@ -85,3 +85,10 @@ def parse_options(options: str) -> dict[str, str]:
         out[name] = re.sub(r"\\(.)", r"\1", m.group(2))
         pos = m.end()
     return out
+
+
+def replay_statements(client: dict[str, str], server: dict[str, str]) -> str:
+    """SET what the client set but the server lacks; RESET what only the server has."""
+    parts = [f"SET {name} = {value}" for name, value in client.items() if server.get(name) != value]
+    parts += [f"RESET {name}" for name in server if name not in client]
+    return ";".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -86,8 +87,14 @@ class Pool:
         self.paused = False
         self.deleted = False
         self.tasks: set[asyncio.Task[None]] = set()
-        self.stats = {"xact_count": 0, "query_count": 0, "wait_count": 0, "wait_time": 0.0,
-                      "session_state_warnings": 0, "session_state_errors": 0}
+        self.stats = {
+            "xact_count": 0,
+            "query_count": 0,
+            "wait_count": 0,
+            "wait_time": 0.0,
+            "session_state_warnings": 0,
+            "session_state_errors": 0,
+        }
         self._last_lifetime_close = 0.0
 
     # ---- properties -------------------------------------------------------------------------
@@ -123,8 +130,9 @@ class Pool:
     def acquire(self, client: Any) -> None:
         """Link an idle server to ``client`` now, or queue the client and open servers."""
         if self.deleted:
-            client.on_wait_error(PgError(ADMIN_SHUTDOWN, f'pool "{self.name}" was deleted',
-                                         fatal=True))
+            client.on_wait_error(
+                PgError(ADMIN_SHUTDOWN, f'pool "{self.name}" was deleted', fatal=True)
+            )
             return
         if not self.paused and not self.waiters:
             idle = self.idle
@@ -187,10 +195,11 @@ class Pool:
             self.connecting -= 1
             self._connect_failed(exc)
             return
-        except Exception as exc:  # noqa: BLE001 - every failure must reach the waiters
+        except Exception as exc:
             self.connecting -= 1
-            self._connect_failed(PgError(CONNECTION_FAILURE, f"server connection failed: {exc}",
-                                         fatal=True))
+            self._connect_failed(
+                PgError(CONNECTION_FAILURE, f"server connection failed: {exc}", fatal=True)
+            )
             return
         self.connecting -= 1
         self.last_error = None
@@ -243,7 +252,7 @@ class Pool:
             self._grow()
             return
         now = time.monotonic()
-        if self.deleted or self.total > self.limit() and not self.waiters:
+        if self.deleted or (self.total > self.limit() and not self.waiters):
             server.close("pool shrunk")
             return
         if not fresh and self._expired(server, now):
@@ -280,10 +289,8 @@ class Pool:
     def discard(self, server: Any) -> None:
         """A server closed or died: forget it and open another if clients wait."""
         self.active.discard(server)
-        try:
+        with contextlib.suppress(ValueError):
             self.idle.remove(server)
-        except ValueError:
-            pass
         self._grow()
 
     # ---- maintenance ------------------------------------------------------------------------
@@ -296,14 +303,20 @@ class Pool:
                 waited = now - w.wait_since
                 if s.query_wait_timeout > 0 and waited >= s.query_wait_timeout:
                     self.waiters.remove(w)
-                    w.on_wait_error(PgError(QUERY_WAIT_TIMEOUT, "query_wait_timeout: no server "
-                                            f"connection became free in {s.query_wait_timeout:g}"
-                                            f" s (pool \"{self.name}\", size {self.cfg.size})",
-                                            fatal=True))
+                    w.on_wait_error(
+                        PgError(
+                            QUERY_WAIT_TIMEOUT,
+                            "query_wait_timeout: no server "
+                            f"connection became free in {s.query_wait_timeout:g}"
+                            f' s (pool "{self.name}", size {self.cfg.size})',
+                            fatal=True,
+                        )
+                    )
                 elif s.query_wait_notify > 0 and waited >= s.query_wait_notify and not w.notified:
                     w.notified = True
-                    w.notice(f'No server connection available in pool "{self.name}", client being'
-                             " queued")
+                    w.notice(
+                        f'No server connection available in pool "{self.name}", client being queued'
+                    )
                 elif waited < min(s.query_wait_timeout or waited, s.query_wait_notify or waited):
                     break
         if self.waiters:
@@ -322,9 +335,13 @@ class Pool:
                     server.close("server_lifetime")
         while len(self.idle) > 0 and self.total > self.limit():
             self.idle.popleft().close("pool shrunk")
-        if (keep and self.total < keep and not self.paused and not self.deleted
-                and (self.last_error is None
-                     or now - self.last_error_at >= s.server_login_retry)):
+        if (
+            keep
+            and self.total < keep
+            and not self.paused
+            and not self.deleted
+            and (self.last_error is None or now - self.last_error_at >= s.server_login_retry)
+        ):
             for _ in range(keep - self.total):
                 self._launch()
 

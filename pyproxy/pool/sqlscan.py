@@ -1,26 +1,32 @@
-"""A light SQL tokenizer: keywords outside comments, quoted strings and dollar quotes."""
+"""A light SQL tokenizer: statements and keywords outside comments, strings and dollar quotes.
+
+Not a parser: it masks comments, quoted strings, quoted identifiers and dollar-quoted bodies
+(keeping every offset), splits on the semicolons that remain, and lower-cases words.
+"""
 
 from __future__ import annotations
 
 import re
 
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*|[0-9]+|'|\"|[^\sA-Za-z_0-9]")
 
 
-def strip_sql(sql: str) -> str:
-    """Replace comments, string literals, quoted identifiers and dollar-quoted bodies by spaces.
+def mask(sql: str) -> str:
+    """``sql`` with comments blanked and quoted text replaced by spaces, same length.
 
-    Statement separators (``;``) outside those survive, so callers can split statements.
+    Quote characters themselves are kept, so a masked string literal reads ``'   '``.
     """
-    out: list[str] = []
+    out = list(sql)
     i = 0
     n = len(sql)
     while i < n:
         c = sql[i]
         if c == "-" and sql.startswith("--", i):
             j = sql.find("\n", i)
-            i = n if j < 0 else j
-            out.append(" ")
+            j = n if j < 0 else j
+            out[i:j] = " " * (j - i)
+            i = j
         elif c == "/" and sql.startswith("/*", i):
             depth = 1
             j = i + 2
@@ -33,66 +39,55 @@ def strip_sql(sql: str) -> str:
                     j += 2
                 else:
                     j += 1
+            out[i:j] = " " * (j - i)
             i = j
-            out.append(" ")
-        elif c in "'\"":
+        elif c == "'" or c == '"':
+            escapes = c == "'" and i > 0 and sql[i - 1] in "eE"
             j = i + 1
             while j < n:
-                if sql[j] == c:
+                ch = sql[j]
+                if escapes and ch == "\\":
+                    j += 2
+                    continue
+                if ch == c:
                     if j + 1 < n and sql[j + 1] == c:
                         j += 2
                         continue
                     break
-                if c == "'" and sql[j] == "\\" and i > 0 and sql[i - 1] in "eE":
-                    j += 2
-                    continue
                 j += 1
-            i = j + 1
-            out.append(" '' " if c == "'" else ' "" ')
+            end = min(j, n)
+            out[i + 1 : end] = " " * (end - i - 1)
+            i = end + 1
         elif c == "$":
             m = _DOLLAR_TAG.match(sql, i)
             if m and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
                 tag = m.group(0)
                 j = sql.find(tag, m.end())
-                i = n if j < 0 else j + len(tag)
-                out.append(" '' ")
+                end = n if j < 0 else j + len(tag)
+                out[i:end] = "'" + " " * (end - i - 2) + "'" if end - i >= 2 else " " * (end - i)
+                i = end
             else:
-                out.append(c)
                 i += 1
         else:
-            out.append(c)
             i += 1
     return "".join(out)
 
 
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*|[^\sA-Za-z_]")
+def split_statements(sql: str) -> list[tuple[str, list[str]]]:
+    """Each non-empty statement: (its original text, its lower-cased tokens)."""
+    masked = mask(sql)
+    out: list[tuple[str, list[str]]] = []
+    start = 0
+    for pos in [*(i for i, ch in enumerate(masked) if ch == ";"), len(masked)]:
+        tokens = [t.lower() for t in _WORD.findall(masked, start, pos)]
+        if tokens:
+            out.append((sql[start:pos].strip(), tokens))
+        start = pos + 1
+    return out
 
 
 def first_keywords(sql: str, count: int) -> list[str]:
-    """The first ``count`` lower-cased words of the first statement, comments skipped."""
-    words: list[str] = []
-    for tok in _WORD.findall(strip_sql(sql)):
-        if tok == ";":
-            if words:
-                break
-            continue
-        words.append(tok.lower())
-        if len(words) >= count:
-            break
-    return words
-
-
-def statements(sql: str) -> list[list[str]]:
-    """Each statement of a query string as its list of lower-cased tokens."""
-    out: list[list[str]] = []
-    current: list[str] = []
-    for tok in _WORD.findall(strip_sql(sql)):
-        if tok == ";":
-            if current:
-                out.append(current)
-            current = []
-        else:
-            current.append(tok.lower())
-    if current:
-        out.append(current)
-    return out
+    """The first ``count`` lower-cased words of the first statement."""
+    for _, tokens in split_statements(sql):
+        return tokens[:count]
+    return []

@@ -95,9 +95,7 @@ def negotiate_protocol_version(minor: int, unsupported: list[str]) -> bytes:
     return message(b"v", body)
 
 
-def _fields(
-    severity: str, code: str, text: str, detail: str | None, hint: str | None
-) -> bytes:
+def _fields(severity: str, code: str, text: str, detail: str | None, hint: str | None) -> bytes:
     parts = [b"S", cstr(severity), b"V", cstr(severity), b"C", cstr(code), b"M", cstr(text)]
     if detail:
         parts += [b"D", cstr(detail)]

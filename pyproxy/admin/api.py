@@ -1,0 +1,444 @@
+"""Routes, auth, validation and handlers of the DigitalOcean-compatible pools admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+from urllib.parse import quote, unquote, urlsplit
+
+from pyproxy.admin.http import Request, Response, error_response, json_response
+from pyproxy.admin.store import StateStore, StateStoreError
+from pyproxy.config import MODES, ClusterConfig, PoolConfig, PoolSettings, validate_pool_name
+
+log = logging.getLogger("pyproxy.admin")
+
+IDENT_MAX_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+NOT_FOUND = "The resource you requested could not be found."
+
+
+class PoolManagerApi(Protocol):
+    """What the admin API needs from the pool layer."""
+
+    def clusters(self) -> tuple[ClusterConfig, ...]: ...
+    def cluster(self, cluster_id: str) -> ClusterConfig | None: ...
+    def pool_configs(self, cluster_id: str) -> list[PoolConfig]: ...
+    def find_pool(self, name: str) -> tuple[str, PoolConfig] | None: ...
+    def add_pool(self, cluster_id: str, pool: PoolConfig) -> None: ...
+    def update_pool(self, name: str, pool: PoolConfig) -> None: ...
+    def remove_pool(self, name: str) -> None: ...
+    def servers_in_use(self, cluster_id: str) -> int: ...
+    async def database_exists(self, cluster_id: str, db: str) -> bool: ...
+    def client_listen(self) -> tuple[str, int]: ...
+
+
+class Unprocessable(Exception):
+    """A request that is well-formed but cannot be applied (answered 422)."""
+
+
+class BadRequest(Exception):
+    """A request body that cannot be read as a JSON object (answered 400)."""
+
+
+Route = Callable[[Request, list[str]], Awaitable[Response]]
+
+
+class AdminApi:
+    """Turns admin HTTP requests into pool-manager changes, persisted in the state store."""
+
+    def __init__(
+        self,
+        manager: PoolManagerApi,
+        store: StateStore,
+        *,
+        token: str | None,
+        openapi: bytes,
+        pool_defaults: PoolSettings | None = None,
+        db_check_timeout: float = 10.0,
+    ) -> None:
+        self.manager = manager
+        self.store = store
+        self.token = token.encode() if token is not None else None
+        self.openapi = openapi
+        self.pool_defaults = pool_defaults or PoolSettings()
+        self.db_check_timeout = db_check_timeout
+        self._write_lock = asyncio.Lock()
+
+    # -- routing ---------------------------------------------------------------------------
+
+    async def handle(self, req: Request) -> Response:
+        try:
+            path = _target_path(req.target)
+        except ValueError:
+            return error_response(400, "malformed request target", req.request_id)
+        segments = path.split("/")[1:]
+        if segments == ["healthz"]:
+            return await self._dispatch(req, {"GET": self.healthz}, [])
+        if segments == ["openapi.json"]:
+            return await self._dispatch(req, {"GET": self.openapi_doc}, [])
+        if segments[0] != "v2":
+            return error_response(404, NOT_FOUND, req.request_id)
+        if not self._authorized(req):
+            resp = error_response(401, "Unable to authenticate you.", req.request_id)
+            resp.headers.append(("www-authenticate", 'Bearer realm="pyproxy"'))
+            return resp
+        args = [unquote(s, errors="replace") for s in segments]
+        shape = [s if i in (0, 1, 3) else "*" for i, s in enumerate(args)]
+        routes: dict[str, Route] | None = None
+        if shape == ["v2", "databases", "*"]:
+            routes = {"GET": self.get_cluster}
+        elif shape == ["v2", "databases", "*", "pools"]:
+            routes = {"GET": self.list_pools, "POST": self.create_pool}
+        elif shape == ["v2", "databases", "*", "pools", "*"]:
+            routes = {"GET": self.get_pool, "PUT": self.update_pool, "DELETE": self.delete_pool}
+        if routes is None:
+            return error_response(404, NOT_FOUND, req.request_id)
+        return await self._dispatch(req, routes, args[2::2])
+
+    async def _dispatch(self, req: Request, routes: dict[str, Route], args: list[str]) -> Response:
+        route = routes.get(req.method)
+        if route is None:
+            allowed = ", ".join(routes)
+            msg = f"method {req.method} is not allowed here; allowed: {allowed}"
+            resp = error_response(405, msg, req.request_id)
+            resp.headers.append(("allow", allowed))
+            return resp
+        try:
+            return await route(req, args)
+        except BadRequest as exc:
+            return error_response(400, str(exc), req.request_id)
+        except Unprocessable as exc:
+            return error_response(422, str(exc), req.request_id)
+
+    def _authorized(self, req: Request) -> bool:
+        if self.token is None:
+            return True  # allowed only on loopback, checked when the server starts
+        scheme, _, credential = (req.header("authorization") or "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        given = credential.strip().encode("latin-1", "replace")
+        return hmac.compare_digest(given, self.token)
+
+    # -- handlers --------------------------------------------------------------------------
+
+    async def healthz(self, req: Request, args: list[str]) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    async def openapi_doc(self, req: Request, args: list[str]) -> Response:
+        return Response(200, self.openapi, [("content-type", "application/json; charset=utf-8")])
+
+    async def get_cluster(self, req: Request, args: list[str]) -> Response:
+        cluster = self.manager.cluster(args[0])
+        if cluster is None:
+            return error_response(404, NOT_FOUND, req.request_id)
+        pools = self.manager.pool_configs(cluster.id)
+        used = sum(p.size for p in pools)
+        host, port = self.manager.client_listen()
+        database = {
+            "id": cluster.id,
+            "name": cluster.id,
+            "engine": "pg",
+            "status": "online",
+            "num_nodes": 1,
+            "host": cluster.host,
+            "port": cluster.port,
+            "connection_budget": cluster.budget,
+            "pools_size_sum": used,
+            "pools_size_free": max(0, cluster.budget - used),
+            "connections_in_use": self.manager.servers_in_use(cluster.id),
+            "users": [{"name": u.name} for u in cluster.users],
+            "pools": [p.name for p in pools],
+            "connection": {"host": host, "port": port, "ssl": False},
+        }
+        return json_response(200, {"database": database})
+
+    async def list_pools(self, req: Request, args: list[str]) -> Response:
+        cluster = self.manager.cluster(args[0])
+        if cluster is None:
+            return error_response(404, NOT_FOUND, req.request_id)
+        pools = [self._render(cluster, p) for p in self.manager.pool_configs(cluster.id)]
+        return json_response(200, {"pools": pools})
+
+    async def get_pool(self, req: Request, args: list[str]) -> Response:
+        found = self._find(args)
+        if found is None:
+            return error_response(404, NOT_FOUND, req.request_id)
+        cluster, pool = found
+        return json_response(200, {"pool": self._render(cluster, pool)})
+
+    async def create_pool(self, req: Request, args: list[str]) -> Response:
+        cluster = self.manager.cluster(args[0])
+        if cluster is None:
+            return error_response(404, NOT_FOUND, req.request_id)
+        body = _json_object(req)
+        fields = _check_fields(body, cluster, creating=True)
+        pool = PoolConfig(
+            name=fields["name"],
+            db=fields["db"],
+            size=fields["size"],
+            mode=fields["mode"],
+            user=fields["user"],
+            settings=self.pool_defaults,
+            source="api",
+        )
+        self._check_available(cluster, pool, replacing=None)
+        await self._check_database(cluster, pool.db)
+        return await asyncio.shield(self._commit_create(cluster, pool, req.request_id))
+
+    async def update_pool(self, req: Request, args: list[str]) -> Response:
+        found = self._find(args)
+        if found is None:
+            return error_response(404, NOT_FOUND, req.request_id)
+        cluster, old = found
+        body = _json_object(req)
+        _refuse_config_pool(old, "changed")
+        fields = _check_fields({"user": old.user, **body}, cluster, creating=False)
+        pool = dataclasses.replace(
+            old, db=fields["db"], size=fields["size"], mode=fields["mode"], user=fields["user"]
+        )
+        self._check_available(cluster, pool, replacing=old)
+        await self._check_database(cluster, pool.db)
+        return await asyncio.shield(self._commit_update(cluster, pool, req.request_id))
+
+    async def delete_pool(self, req: Request, args: list[str]) -> Response:
+        found = self._find(args)
+        if found is None:
+            return error_response(404, NOT_FOUND, req.request_id)
+        _refuse_config_pool(found[1], "deleted")
+        return await asyncio.shield(self._commit_delete(found[0], found[1], req.request_id))
+
+    # -- commit and apply: validate again under the lock, write the store, change the manager --
+
+    async def _commit_create(self, cluster: ClusterConfig, pool: PoolConfig, rid: str) -> Response:
+        async with self._write_lock:
+            try:
+                self._check_available(cluster, pool, replacing=None)
+            except Unprocessable as exc:
+                return error_response(422, str(exc), rid)
+            resp = json_response(201, {"pool": self._render(cluster, pool)})
+            failed = await self._store_write(self.store.put, cluster.id, pool, rid=rid)
+            if failed is not None:
+                return failed
+            self._apply("create", pool.name, self.manager.add_pool, cluster.id, pool)
+            return resp
+
+    async def _commit_update(self, cluster: ClusterConfig, pool: PoolConfig, rid: str) -> Response:
+        async with self._write_lock:
+            current = self._find([cluster.id, pool.name])
+            if current is None:
+                return error_response(404, NOT_FOUND, rid)
+            try:
+                self._check_available(cluster, pool, replacing=current[1])
+            except Unprocessable as exc:
+                return error_response(422, str(exc), rid)
+            failed = await self._store_write(self.store.put, cluster.id, pool, rid=rid)
+            if failed is not None:
+                return failed
+            self._apply("update", pool.name, self.manager.update_pool, pool.name, pool)
+            return Response(204)
+
+    async def _commit_delete(self, cluster: ClusterConfig, pool: PoolConfig, rid: str) -> Response:
+        async with self._write_lock:
+            if self._find([cluster.id, pool.name]) is None:
+                return error_response(404, NOT_FOUND, rid)
+            failed = await self._store_write(self.store.delete, pool.name, rid=rid)
+            if failed is not None:
+                return failed
+            self._apply("delete", pool.name, self.manager.remove_pool, pool.name)
+            return Response(204)
+
+    async def _store_write(
+        self, write: Callable[..., None], *args: Any, rid: str
+    ) -> Response | None:
+        try:
+            await asyncio.to_thread(write, *args)
+        except StateStoreError as exc:
+            log.error("admin change not saved: %s", exc)
+            return error_response(500, f"the change was not saved: {exc}", rid)
+        return None
+
+    @staticmethod
+    def _apply(action: str, name: str, change: Callable[..., None], *args: Any) -> None:
+        """Change the live pools; the state file already holds the change, so never fail here."""
+        try:
+            change(*args)
+        except Exception:
+            log.exception("pool %r: %s was saved but could not be applied live", name, action)
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def _find(self, args: list[str]) -> tuple[ClusterConfig, PoolConfig] | None:
+        cluster = self.manager.cluster(args[0])
+        found = self.manager.find_pool(args[1])
+        if cluster is None or found is None or found[0] != cluster.id:
+            return None
+        return cluster, found[1]
+
+    def _check_available(
+        self, cluster: ClusterConfig, pool: PoolConfig, replacing: PoolConfig | None
+    ) -> None:
+        """Name uniqueness (on create) and the cluster's connection budget."""
+        if replacing is None and self.manager.find_pool(pool.name) is not None:
+            raise Unprocessable(f"pool name is not available: a pool named {pool.name!r} exists")
+        used = sum(p.size for p in self.manager.pool_configs(cluster.id) if p.name != pool.name)
+        free = max(0, cluster.budget - used)
+        if pool.size > free:
+            raise Unprocessable(
+                f"size {pool.size} exceeds the cluster's remaining budget: {free} of "
+                f"{cluster.budget} connections are free"
+            )
+
+    async def _check_database(self, cluster: ClusterConfig, db: str) -> None:
+        try:
+            async with asyncio.timeout(self.db_check_timeout):
+                exists = await self.manager.database_exists(cluster.id, db)
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            raise Unprocessable(
+                f"database {db!r} could not be verified on cluster {cluster.id} ({reason}); "
+                "check that the PostgreSQL server is reachable and retry"
+            ) from exc
+        if not exists:
+            raise Unprocessable(f"database {db!r} does not exist on cluster {cluster.id}")
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def _render(self, cluster: ClusterConfig, pool: PoolConfig) -> dict[str, Any]:
+        host, port = self.manager.client_listen()
+        user = cluster.user(pool.user) if pool.user else None
+        return {
+            "name": pool.name,
+            "mode": pool.mode,
+            "size": pool.size,
+            "db": pool.db,
+            "user": pool.user,
+            "connection": connection_info(pool.name, host, port, pool.user, user and user.password),
+            "source": pool.source,
+        }
+
+
+def connection_info(
+    database: str, host: str, port: int, user: str, password: str | None
+) -> dict[str, Any]:
+    """The pool's ``connection`` object; user/password only when known."""
+    url_host = host
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            url_host = f"[{host}]"
+    except ValueError:
+        pass
+    userinfo = ""
+    if user:
+        userinfo = quote(user, safe="")
+        if password is not None:
+            userinfo += ":" + quote(password, safe="")
+        userinfo += "@"
+    uri = f"postgresql://{userinfo}{url_host}:{port}/{quote(database, safe='')}?sslmode=disable"
+    info: dict[str, Any] = {"uri": uri, "database": database, "host": host, "port": port}
+    if user:
+        info["user"] = user
+    if password is not None:
+        info["password"] = password
+    info["ssl"] = False
+    return info
+
+
+def _target_path(target: str) -> str:
+    """The path of a request target (origin or absolute form), query dropped."""
+    if target.startswith("/"):
+        return target.split("?", 1)[0].split("#", 1)[0]
+    if target.lower().startswith(("http://", "https://")):
+        return urlsplit(target).path or "/"
+    raise ValueError(target)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_object(req: Request) -> dict[str, Any]:
+    ctype = (req.header("content-type") or "").split(";", 1)[0].strip().lower()
+    if ctype != "application/json":
+        raise BadRequest("Content-Type must be application/json")
+    if not req.body.strip():
+        raise BadRequest("a JSON request body is required")
+    try:
+        body = json.loads(req.body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadRequest(f"error parsing request body: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _refuse_config_pool(pool: PoolConfig, verb: str) -> None:
+    if pool.source == "config":
+        raise Unprocessable(
+            f"pool {pool.name!r} is defined in the configuration file and cannot be {verb} "
+            "through the API; edit the configuration file instead"
+        )
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a pool name (it is the database name clients connect to)."""
+    problem = validate_pool_name(name)
+    return None if problem is None else f"name {problem}"
+
+
+def _check_fields(
+    body: dict[str, Any], cluster: ClusterConfig, *, creating: bool
+) -> dict[str, Any]:
+    """Required fields, JSON types and values; raise Unprocessable naming every problem."""
+    required = ("name", "mode", "size", "db") if creating else ("mode", "size", "db")
+    missing = [f for f in required if f not in body]
+    problems: list[str] = []
+    if missing:
+        problems.append(f"missing required field(s): {', '.join(missing)}")
+    for key in (*required, "user"):
+        if key not in body:
+            continue
+        value = body[key]
+        ok = type(value) is int if key == "size" else isinstance(value, str)
+        if not ok:
+            want = "an integer" if key == "size" else "a string"
+            problems.append(f"{key} must be {want} (got {_json_type(value)})")
+    if problems:
+        raise Unprocessable("; ".join(problems))
+    user = body.get("user", "")
+    if creating and (problem := name_problem(body["name"])):
+        problems.append(problem)
+    if body["mode"] not in MODES:
+        problems.append(f"mode must be one of {', '.join(MODES)} (got {body['mode']!r})")
+    if body["size"] < 1:
+        problems.append(f"size must be at least 1 (got {body['size']})")
+    db: str = body["db"]
+    if not db:
+        problems.append("db must name a database (got an empty string)")
+    elif "\x00" in db or len(db.encode()) > IDENT_MAX_BYTES:
+        problems.append(f"db must be at most {IDENT_MAX_BYTES} bytes with no NUL character")
+    if user and cluster.user(user) is None:
+        known = ", ".join(u.name for u in cluster.users) or "none"
+        problems.append(
+            f"user {user!r} is not configured for cluster {cluster.id} (configured users: "
+            f"{known}); leave user empty to connect as each client's own user"
+        )
+    if problems:
+        raise Unprocessable("; ".join(problems))
+    return {**body, "user": user}

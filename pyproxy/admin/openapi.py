@@ -1,0 +1,324 @@
+"""The OpenAPI 3 document of the admin API, served at GET /openapi.json."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pyproxy.admin.api import IDENT_MAX_BYTES
+from pyproxy.config import MODES, POOL_NAME_MAX_LEN, POOL_NAME_MIN_LEN
+
+API_VERSION = "1.0.0"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"x-request-id": {"$ref": "#/components/headers/x-request-id"}},
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+NO_CONTENT = {
+    "description": "The action was successful and the response body is empty.",
+    "headers": {"x-request-id": {"$ref": "#/components/headers/x-request-id"}},
+}
+ERRORS_READ = {
+    "401": _error("Missing or wrong bearer token."),
+    "404": _error("Unknown cluster or pool."),
+    "default": _error("Any other error (malformed request, unexpected server error)."),
+}
+ERRORS_WRITE = {
+    "400": _error("Malformed JSON, a body that is not a JSON object, or a wrong Content-Type."),
+    **ERRORS_READ,
+    "413": _error("The request body is larger than 64 KiB."),
+    "422": _error("The request is well-formed but cannot be applied; the message says why."),
+    "500": _error("The change could not be saved; nothing was changed."),
+}
+
+CLUSTER_PARAM = {
+    "name": "database_cluster_uuid",
+    "in": "path",
+    "required": True,
+    "description": "The cluster id from the configuration file.",
+    "schema": {"type": "string"},
+}
+POOL_PARAM = {
+    "name": "pool_name",
+    "in": "path",
+    "required": True,
+    "description": "The pool name (percent-encoded in the path).",
+    "schema": {"type": "string"},
+}
+
+NAME_SCHEMA = {
+    "type": "string",
+    "minLength": POOL_NAME_MIN_LEN,
+    "maxLength": POOL_NAME_MAX_LEN,
+    "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+    "description": "Unique across the proxy; clients use it as the database name.",
+}
+SETTINGS = {
+    "mode": {"type": "string", "enum": list(MODES)},
+    "size": {
+        "type": "integer",
+        "minimum": 1,
+        "description": "Server connections; the cluster's pools share its connection budget.",
+    },
+    "db": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": IDENT_MAX_BYTES,
+        "description": "A database that exists on the cluster.",
+    },
+    "user": {
+        "type": "string",
+        "description": "A configured user of the cluster; empty or absent: each client's own user.",
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "message": {"type": "string"},
+            "request_id": {"type": "string"},
+        },
+        "required": ["id", "message"],
+    },
+    "Connection": {
+        "type": "object",
+        "properties": {
+            "uri": {"type": "string"},
+            "database": {"type": "string"},
+            "host": {"type": "string"},
+            "port": {"type": "integer"},
+            "user": {"type": "string"},
+            "password": {"type": "string"},
+            "ssl": {"type": "boolean"},
+        },
+        "required": ["uri", "database", "host", "port", "ssl"],
+    },
+    "Pool": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "mode": {"type": "string", "enum": list(MODES)},
+            "size": {"type": "integer"},
+            "db": {"type": "string"},
+            "user": {"type": "string"},
+            "connection": _ref("Connection"),
+            "source": {"type": "string", "enum": ["config", "api"]},
+        },
+        "required": ["name", "mode", "size", "db", "user", "connection", "source"],
+    },
+    "PoolCreate": {
+        "type": "object",
+        "properties": {"name": NAME_SCHEMA, **SETTINGS},
+        "required": ["name", "mode", "size", "db"],
+    },
+    "PoolUpdate": {
+        "type": "object",
+        "properties": SETTINGS,
+        "required": ["mode", "size", "db"],
+    },
+    "Cluster": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "engine": {"type": "string", "enum": ["pg"]},
+            "status": {"type": "string"},
+            "num_nodes": {"type": "integer"},
+            "host": {"type": "string"},
+            "port": {"type": "integer"},
+            "connection_budget": {"type": "integer"},
+            "pools_size_sum": {"type": "integer"},
+            "pools_size_free": {"type": "integer"},
+            "connections_in_use": {"type": "integer"},
+            "users": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}},
+                    "required": ["name"],
+                },
+            },
+            "pools": {"type": "array", "items": {"type": "string"}},
+            "connection": {
+                "type": "object",
+                "properties": {
+                    "host": {"type": "string"},
+                    "port": {"type": "integer"},
+                    "ssl": {"type": "boolean"},
+                },
+                "required": ["host", "port", "ssl"],
+            },
+        },
+        "required": [
+            "id",
+            "name",
+            "engine",
+            "host",
+            "port",
+            "connection_budget",
+            "pools_size_sum",
+            "pools_size_free",
+            "connections_in_use",
+        ],
+    },
+}
+
+
+_POOL_ARGS = {
+    "database_cluster_uuid": "$request.path.database_cluster_uuid",
+    "pool_name": "$response.body#/pool/name",
+}
+POOL_LINKS = {
+    verb: {"operationId": f"databases_{verb.lower()}_connectionPool", "parameters": _POOL_ARGS}
+    for verb in ("Get", "Update", "Delete")
+}
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _object(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": {key: schema}, "required": [key]}
+
+
+PATHS: dict[str, Any] = {
+    "/healthz": {
+        "get": {
+            "operationId": "healthz",
+            "summary": "Liveness check",
+            "security": [],
+            "responses": {
+                "200": _json(_object("status", {"type": "string", "enum": ["ok"]}), "Running.")
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+        }
+    },
+    "/v2/databases/{database_cluster_uuid}": {
+        "parameters": [CLUSTER_PARAM],
+        "get": {
+            "operationId": "databases_get_cluster",
+            "summary": "Retrieve a cluster: its connection budget and how much of it is used",
+            "responses": {
+                "200": _json(_object("database", _ref("Cluster")), "The cluster."),
+                **ERRORS_READ,
+            },
+        },
+    },
+    "/v2/databases/{database_cluster_uuid}/pools": {
+        "parameters": [CLUSTER_PARAM],
+        "get": {
+            "operationId": "databases_list_connectionPools",
+            "summary": "List connection pools",
+            "responses": {
+                "200": _json(
+                    _object("pools", {"type": "array", "items": _ref("Pool")}),
+                    "The cluster's pools, in creation order.",
+                ),
+                **ERRORS_READ,
+            },
+        },
+        "post": {
+            "operationId": "databases_add_connectionPool",
+            "summary": "Add a connection pool (live at once, kept across restarts)",
+            "requestBody": _body("PoolCreate"),
+            "responses": {
+                "201": {
+                    **_json(_object("pool", _ref("Pool")), "The new pool."),
+                    "links": POOL_LINKS,
+                },
+                **ERRORS_WRITE,
+            },
+        },
+    },
+    "/v2/databases/{database_cluster_uuid}/pools/{pool_name}": {
+        "parameters": [CLUSTER_PARAM, POOL_PARAM],
+        "get": {
+            "operationId": "databases_get_connectionPool",
+            "summary": "Retrieve a connection pool",
+            "responses": {"200": _json(_object("pool", _ref("Pool")), "The pool."), **ERRORS_READ},
+        },
+        "put": {
+            "operationId": "databases_update_connectionPool",
+            "summary": "Change a pool's mode, size, db and user (pools from the API only)",
+            "description": "A missing user keeps the pool's user; an empty one clears it.",
+            "requestBody": _body("PoolUpdate"),
+            "responses": {"204": NO_CONTENT, **ERRORS_WRITE},
+        },
+        "delete": {
+            "operationId": "databases_delete_connectionPool",
+            "summary": "Delete a pool and end its clients (pools from the API only)",
+            "responses": {
+                "204": NO_CONTENT,
+                **ERRORS_READ,
+                "422": ERRORS_WRITE["422"],
+                "500": ERRORS_WRITE["500"],
+            },
+        },
+    },
+}
+
+
+def document(auth: bool = True, cluster_ids: Sequence[str] = ()) -> dict[str, Any]:
+    """The OpenAPI document as a dict.
+
+    ``auth=False`` when the API runs without a token; the first of ``cluster_ids`` (the
+    configured clusters) is given as the example cluster id.
+    """
+    paths = copy.deepcopy(PATHS)
+    if cluster_ids:
+        for item in paths.values():
+            for param in item.get("parameters", []):
+                if param["name"] == "database_cluster_uuid":
+                    param["example"] = cluster_ids[0]
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "pyproxy admin API",
+            "version": API_VERSION,
+            "description": (
+                "Connection pools of a pyproxy instance, compatible with the connection-pools "
+                "endpoints of DigitalOcean's Managed Databases API."
+            ),
+        },
+        "security": [{"bearer_auth": []}] if auth else [],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer_auth": {"type": "http", "scheme": "bearer"}},
+            "headers": {
+                "x-request-id": {
+                    "description": "A unique id of this request.",
+                    "schema": {"type": "string", "format": "uuid"},
+                }
+            },
+            "schemas": SCHEMAS,
+        },
+    }
+
+
+def document_bytes(auth: bool = True, cluster_ids: Sequence[str] = ()) -> bytes:
+    return json.dumps(document(auth, cluster_ids), indent=1).encode()
