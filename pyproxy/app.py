@@ -38,6 +38,7 @@ class App:
             pool,
             max_packet=self.config.proxy.max_packet_size,
             timeout=pool.settings.server_connect_timeout,
+            tracked=self.state.tracked,
         )
 
     async def start(self) -> None:

@@ -66,6 +66,7 @@ class ClientConn(asyncio.Protocol):
         self.xact_start = 0.0
         self.query_start = 0.0
         self.paused_by_server = False
+        self.reading_paused = False
         self.peer = ""
         self._tail = b""
         self._skip = 0
@@ -346,9 +347,12 @@ class ClientConn(asyncio.Protocol):
             return
         self.pending_data.append(data)
         self.state = WAITING
-        self.transport.pause_reading()
         assert self.pool is not None
         self.pool.acquire(self)
+        if self.state == WAITING and not self.reading_paused:
+            # Queued (or aligning parameters): stop reading until a server is ours.
+            self.reading_paused = True
+            self.transport.pause_reading()
 
     def on_server(self, server: ServerConn) -> None:
         """The pool hands us a server (maybe synchronously from ``acquire``)."""
@@ -362,8 +366,13 @@ class ClientConn(asyncio.Protocol):
         server.pending = 0
         server.stmts.sent_seg = server.stmts.recv_seg = 0
         server.stmts.queue.clear()
-        diff = P.differences(self.params, server.params, self.proxy.tracked)
-        sql = P.set_statements(diff) if diff else ""
+        sql = ""
+        if self.params != server.tracked_values:
+            diff = P.differences(self.params, server.params, self.proxy.tracked)
+            if diff:
+                sql = P.set_statements(diff)
+            else:  # equal but spelled differently: adopt the server's spelling
+                self.params.update(server.tracked_values)
         if self.replay or server.replayed:
             sql = _join_sql(sql, P.replay_statements(self.replay, server.replayed))
             server.replayed = dict(self.replay)
@@ -374,7 +383,9 @@ class ClientConn(asyncio.Protocol):
     def server_ready(self) -> None:
         self.state = LINKED
         self.xact_start = time.monotonic()
-        self.transport.resume_reading()
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
         data = b"".join(self.pending_data)
         self.pending_data.clear()
         if data:
@@ -600,7 +611,9 @@ class ClientConn(asyncio.Protocol):
         out.extend([m.READY_IDLE] * units)
         self.transport.write(b"".join(out))
         self.state = READY
-        self.transport.resume_reading()
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def _error_ready(self, err: PgError) -> None:
         self.transport.write(

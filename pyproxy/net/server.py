@@ -38,7 +38,9 @@ _ids = iter(range(1, 1 << 62))
 class ServerConn(asyncio.Protocol):
     """A logged-in server connection that relays to at most one linked client at a time."""
 
-    def __init__(self, pool: Pool, *, max_packet: int) -> None:
+    def __init__(
+        self, pool: Pool, *, max_packet: int, tracked: frozenset[str] = frozenset()
+    ) -> None:
         self.id = next(_ids)
         self.pool: Pool | None = pool
         self.transport: asyncio.Transport | None = None
@@ -60,6 +62,8 @@ class ServerConn(asyncio.Protocol):
         self.max_packet = max_packet
         self.stmts = ServerStatements(max(pool.settings.max_prepared_statements, 1))
         self.replayed: dict[str, str] = {}
+        self.tracked_keys = tracked
+        self.tracked_values: dict[str, str] = {}  # the tracked subset of params
         self._framer: MessageFramer | None = MessageFramer(max_packet)
         self._login: asyncio.Future[ServerConn] = asyncio.get_running_loop().create_future()
         self._scram: ScramClient | None = None
@@ -68,6 +72,14 @@ class ServerConn(asyncio.Protocol):
         self._fatal: dict[str, str] | None = None
         self._after_swallow: Any = None
         self._swallow_error: dict[str, str] | None = None
+
+    def _set_param(self, name: str, value: str) -> str:
+        key = name.lower()
+        self.params[key] = value
+        self.param_names[key] = name
+        if key in self.tracked_keys:
+            self.tracked_values[key] = value
+        return key
 
     # ---- login ------------------------------------------------------------------------------
 
@@ -86,8 +98,7 @@ class ServerConn(asyncio.Protocol):
             self._auth(body)
         elif t == 83:  # 'S'
             name, value = m.parse_parameter_status(body)
-            self.params[name.lower()] = value
-            self.param_names[name.lower()] = name
+            self._set_param(name, value)
         elif t == 75:  # 'K'
             self.pid, self.secret = struct.unpack("!II", body[:8])
         elif t == 90:  # 'Z'
@@ -282,10 +293,8 @@ class ServerConn(asyncio.Protocol):
                 return
             if t == 83:
                 name, value = m.parse_parameter_status(data[off + 5 : end])
-                key = name.lower()
-                self.params[key] = value
-                self.param_names[key] = name
-                if self.client is not None:
+                key = self._set_param(name, value)
+                if self.client is not None and key in self.tracked_keys:
                     self.client.params[key] = value
             elif t == 69 and self._swallow_error is None:
                 self._swallow_error = m.parse_fields(data[off + 5 : end])
@@ -334,10 +343,9 @@ class ServerConn(asyncio.Protocol):
                     break
             elif t == 83:  # ParameterStatus
                 name, value = m.parse_parameter_status(data[off + 5 : end])
-                key = name.lower()
-                self.params[key] = value
-                self.param_names[key] = name
-                client.params[key] = value
+                key = self._set_param(name, value)
+                if key in self.tracked_keys:
+                    client.params[key] = value
             elif t == 49 or t == 51:  # ParseComplete, CloseComplete: ours or the client's?
                 queue = self.stmts.queue
                 if queue:
@@ -438,14 +446,18 @@ class ServerConn(asyncio.Protocol):
             self.client.transport.resume_reading()
 
 
-async def open_server(pool: Pool, *, max_packet: int, timeout: float) -> ServerConn:
+async def open_server(
+    pool: Pool, *, max_packet: int, timeout: float, tracked: frozenset[str] = frozenset()
+) -> ServerConn:
     """Connect and log in to the pool's PostgreSQL; raise PgError with the real reason."""
     loop = asyncio.get_running_loop()
     cluster = pool.cluster
     try:
         async with asyncio.timeout(timeout if timeout > 0 else None):
             _, proto = await loop.create_connection(
-                lambda: ServerConn(pool, max_packet=max_packet), cluster.host, cluster.port
+                lambda: ServerConn(pool, max_packet=max_packet, tracked=tracked),
+                cluster.host,
+                cluster.port,
             )
             return await proto.wait_login()
     except TimeoutError:
