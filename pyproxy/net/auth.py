@@ -35,7 +35,7 @@ class ClientAuth:
         self.salt = b""
         self.scram: ScramServer | None = None
         self.step = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # client_login_timeout: see ProxyState
 
     def _failed(self) -> PgError:
         return PgError(
@@ -43,9 +43,6 @@ class ClientAuth:
         )
 
     def start(self) -> None:
-        timeout = self.proxy.config.proxy.client_login_timeout
-        if timeout > 0:
-            self.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
         t = self.client.transport
         if self.method == "trust":
             if self.known is None:
@@ -58,19 +55,6 @@ class ClientAuth:
             secret = self.proxy.scram_secret(self.cluster, self.user)
             self.scram = ScramServer(secret=secret)
             t.write(m.auth_sasl(self.scram.mechanisms))
-
-    def _timed_out(self) -> None:
-        from pyproxy.net.client import AUTH, LOGIN
-
-        if self.client.state in (AUTH, LOGIN):
-            self.client.fatal(
-                PgError(
-                    "08006",
-                    "client_login_timeout: login did not complete in "
-                    f"{self.proxy.config.proxy.client_login_timeout:g} s",
-                    fatal=True,
-                )
-            )
 
     def message(self, t: int, body: bytes) -> None:
         if t != 112:  # 'p'
@@ -112,8 +96,7 @@ class ClientAuth:
         task = self.proxy.spawn(self.client.finish_login())
 
         def finished(t: asyncio.Task[None]) -> None:
-            if self.timer is not None:
-                self.timer.cancel()
+            self.proxy.login_done(self.client)
             if t.cancelled():
                 return
             exc = t.exception()

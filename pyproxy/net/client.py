@@ -20,7 +20,7 @@ from pyproxy.errors import (
 from pyproxy.net.auth import ClientAuth
 from pyproxy.net.requests import forward_slow
 from pyproxy.pool import params as P
-from pyproxy.pool.session_state import TRIGGER
+from pyproxy.pool.session_state import needs_analysis
 from pyproxy.proto import messages as m
 from pyproxy.proto.framing import MessageFramer, StartupFramer
 
@@ -82,6 +82,7 @@ class ClientConn(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
         self.proxy.clients.add(self)
+        self.proxy.watch_login(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         prev = self.state
@@ -364,8 +365,6 @@ class ClientConn(asyncio.Protocol):
             return
         self.server = server
         server.pending = 0
-        server.stmts.sent_seg = server.stmts.recv_seg = 0
-        server.stmts.queue.clear()
         sql = ""
         if self.params != server.tracked_values:
             diff = P.differences(self.params, server.params, self.proxy.tracked)
@@ -428,7 +427,7 @@ class ClientConn(asyncio.Protocol):
             if end > n:
                 break
             if t == 81:  # Query
-                if self.inspect and TRIGGER.search(data, off + 5, end):
+                if self.inspect and needs_analysis(data, off + 5, end):
                     break
                 pending += 1
                 seg += 1
@@ -510,67 +509,6 @@ class ClientConn(asyncio.Protocol):
             server.close("pool settings changed")
         else:
             pool.release(server)
-
-    # ---- timeouts ---------------------------------------------------------------------------
-
-    def check_timeouts(self, now: float) -> None:
-        pool = self.pool
-        if pool is None or self.state == CLOSED:
-            return
-        s = pool.settings
-        server = self.server
-        if server is None:
-            if (
-                self.state == READY
-                and s.client_idle_timeout > 0
-                and now - self.last_active >= s.client_idle_timeout
-            ):
-                self.kick(
-                    PgError(
-                        "57P05",
-                        "client_idle_timeout: connection closed after "
-                        f"{s.client_idle_timeout:g} s without activity",
-                        fatal=True,
-                    )
-                )
-            return
-        if server.pending > 0:
-            if s.query_timeout > 0 and now - self.query_start >= s.query_timeout:
-                self.kick(
-                    PgError(
-                        "57014",
-                        f"query_timeout: query ran longer than {s.query_timeout:g} s",
-                        fatal=True,
-                    )
-                )
-                return
-        elif (
-            server.status != 73
-            and s.idle_transaction_timeout > 0
-            and now - server.ready_at >= s.idle_transaction_timeout
-        ):
-            self.kick(
-                PgError(
-                    "25P03",
-                    "idle_transaction_timeout: transaction idle for more than "
-                    f"{s.idle_transaction_timeout:g} s",
-                    fatal=True,
-                )
-            )
-            return
-        if (
-            s.transaction_timeout > 0
-            and not self.session_mode
-            and now - self.xact_start >= s.transaction_timeout
-        ):
-            self.kick(
-                PgError(
-                    "25P04",
-                    "transaction_timeout: transaction lasted longer than "
-                    f"{s.transaction_timeout:g} s",
-                    fatal=True,
-                )
-            )
 
     # ---- failures ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from pyproxy.pool import prepared as ps
 from pyproxy.pool.params import quote_literal
-from pyproxy.pool.session_state import TRIGGER, analyze
+from pyproxy.pool.session_state import analyze, needs_analysis
 from pyproxy.proto import messages as m
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def _query(
     server.pending += 1
     server.stmts.sent_seg += 1
     raw = data[off:end]
-    if not client.inspect or not TRIGGER.search(data, off + 5, end):
+    if not client.inspect or not needs_analysis(data, off + 5, end):
         out.append(raw)
         return
     sql = data[off + 5 : end - 1].decode("utf-8", "replace")

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from pyproxy.auth.scram import make_scram_secret
 from pyproxy.config import ClusterConfig, Config
+from pyproxy.errors import CONNECTION_FAILURE, PgError
 from pyproxy.net.server import ServerConn, send_cancel
+from pyproxy.net.timeouts import check_client
 from pyproxy.pool import params as P
 from pyproxy.pool.prepared import StatementRegistry
 
@@ -40,6 +42,7 @@ class ProxyState:
         self._secrets: dict[tuple[str, str, str], str] = {}
         self._mock: OrderedDict[str, str] = OrderedDict()
         self._mock_key = secrets.token_bytes(16)
+        self._login_timers: dict[ClientConn, asyncio.TimerHandle] = {}
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -65,7 +68,38 @@ class ProxyState:
         ):
             return
         for client in list(self.clients):
-            client.check_timeouts(now)
+            check_client(client, now)
+
+    # ---- login deadline ---------------------------------------------------------------------
+
+    def watch_login(self, client: ClientConn) -> None:
+        """Start ``client_login_timeout`` for a new connection: it counts from the TCP accept."""
+        timeout = self.config.proxy.client_login_timeout
+        if timeout > 0:
+            handle = asyncio.get_running_loop().call_later(timeout, self._login_expired, client)
+            self._login_timers[client] = handle
+
+    def login_done(self, client: ClientConn) -> None:
+        handle = self._login_timers.pop(client, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _login_expired(self, client: ClientConn) -> None:
+        from pyproxy.net.client import AUTH, LOGIN, STARTUP
+
+        self._login_timers.pop(client, None)
+        if client.state not in (STARTUP, AUTH, LOGIN):
+            return
+        timeout = self.config.proxy.client_login_timeout
+        waiting = client.state == LOGIN and client.pool is not None and client.pool.welcome is None
+        reason = " (server down)" if waiting else ""
+        client.fatal(
+            PgError(
+                CONNECTION_FAILURE,
+                f"client_login_timeout{reason}: login did not complete in {timeout:g} s",
+                fatal=True,
+            )
+        )
 
     # ---- credentials ------------------------------------------------------------------------
 

@@ -19,6 +19,35 @@ TRIGGER = re.compile(
     rb"begin|start|commit|rollback|end|abort|deallocate|discard)\b"
 )
 
+_FIRST_WORD = re.compile(rb"[ \t\r\n(]*([A-Za-z]+)")
+_LEADING = frozenset(
+    b"set reset listen prepare declare create begin start commit rollback end abort "
+    b"deallocate discard".split()
+)
+
+
+def needs_analysis(data: bytes, start: int, end: int) -> bool:
+    """Cheap pre-check of a Query body ``data[start:end]``: could ``analyze`` find anything?
+
+    Most queries are one statement starting with SELECT/INSERT/UPDATE/... and mention neither
+    advisory locks nor set_config: those are answered here without tokenizing.
+    """
+    m = _FIRST_WORD.match(data, start, end)
+    if m is None:  # a comment or something unusual first: look properly
+        return TRIGGER.search(data, start, end) is not None
+    if m.group(1).lower() in _LEADING:
+        return True
+    semi = data.find(b";", start, end)
+    if semi >= 0 and data[semi + 1 : end].strip(b" \t\r\n\x00;"):
+        return TRIGGER.search(data, start, end) is not None  # several statements
+    return (
+        data.find(b"advisory", start, end) >= 0
+        or data.find(b"ADVISORY", start, end) >= 0
+        or data.find(b"set_config", start, end) >= 0
+        or data.find(b"SET_CONFIG", start, end) >= 0
+    )
+
+
 SESSION_LOCKS = frozenset(
     {
         "pg_advisory_lock",

@@ -1,0 +1,85 @@
+"""Client-side timeouts checked by the maintenance timer: idle client, idle transaction, query."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyproxy.errors import (
+    IDLE_IN_TRANSACTION_TIMEOUT,
+    QUERY_CANCELED,
+    TRANSACTION_TIMEOUT,
+    PgError,
+)
+
+if TYPE_CHECKING:
+    from pyproxy.net.client import ClientConn
+
+IDLE_SESSION_TIMEOUT = "57P05"
+_IDLE = 73  # ReadyForQuery status b"I"
+
+
+def check_client(client: ClientConn, now: float) -> None:
+    """End ``client`` with a FATAL naming the timeout it exceeded, if any."""
+    from pyproxy.net.client import CLOSED, READY
+
+    pool = client.pool
+    if pool is None or client.state == CLOSED:
+        return
+    s = pool.settings
+    server = client.server
+    if server is None:
+        idle = now - client.last_active
+        if client.state == READY and 0 < s.client_idle_timeout <= idle:
+            client.kick(_idle_client(s.client_idle_timeout))
+        return
+    if server.pending > 0:
+        if s.query_timeout > 0 and now - client.query_start >= s.query_timeout:
+            client.kick(
+                PgError(
+                    QUERY_CANCELED,
+                    f"query_timeout: query ran longer than {s.query_timeout:g} s",
+                    fatal=True,
+                )
+            )
+            return
+    elif server.status != _IDLE:
+        if s.idle_transaction_timeout > 0 and now - server.ready_at >= s.idle_transaction_timeout:
+            client.kick(
+                PgError(
+                    IDLE_IN_TRANSACTION_TIMEOUT,
+                    "idle_transaction_timeout: "
+                    f"transaction idle for more than "
+                    f"{s.idle_transaction_timeout:g} s",
+                    fatal=True,
+                )
+            )
+            return
+    elif client.session_mode:
+        # A session-mode client keeps its server while idle between transactions.
+        if (
+            s.client_idle_timeout > 0
+            and not client.open_ext
+            and now - max(client.last_active, server.ready_at) >= s.client_idle_timeout
+        ):
+            client.kick(_idle_client(s.client_idle_timeout))
+        return
+    if (
+        s.transaction_timeout > 0
+        and not client.session_mode
+        and now - client.xact_start >= s.transaction_timeout
+    ):
+        client.kick(
+            PgError(
+                TRANSACTION_TIMEOUT,
+                f"transaction_timeout: transaction lasted longer than {s.transaction_timeout:g} s",
+                fatal=True,
+            )
+        )
+
+
+def _idle_client(timeout: float) -> PgError:
+    return PgError(
+        IDLE_SESSION_TIMEOUT,
+        f"client_idle_timeout: connection closed after {timeout:g} s without activity",
+        fatal=True,
+    )
