@@ -80,7 +80,28 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("-c", "--config", required=True, help="TOML config file")
+    demo = sub.add_parser("demo", help="run pyproxy in front of a throwaway local PostgreSQL")
+    demo.add_argument("--clients", type=int, default=200, help="clients in the burst")
+    demo.add_argument("--queries", type=int, default=10, help="queries per client")
+    demo.add_argument("--pool-size", type=int, default=5)
+    demo.add_argument("--no-serve", action="store_true", help="exit after the burst")
     args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from pyproxy.demo import run_demo
+
+        setup_logging("warning")
+        _raise_fd_limit()
+        _install_uvloop()
+        try:
+            return asyncio.run(
+                run_demo(args.clients, args.queries, args.pool_size, serve=not args.no_serve)
+            )
+        except KeyboardInterrupt:
+            return 0
+        except RuntimeError as exc:
+            print(f"pyproxy demo: {exc}", file=sys.stderr)
+            return 1
 
     try:
         config = load_config(args.config)

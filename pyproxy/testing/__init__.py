@@ -1,0 +1,1 @@
+"""Helpers for running pyproxy against a throwaway PostgreSQL in tests, demos and benchmarks."""

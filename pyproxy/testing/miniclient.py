@@ -1,0 +1,113 @@
+"""A tiny PostgreSQL client (simple query protocol only) built on pyproxy's own codecs.
+
+Enough for the demo and smoke checks where no driver is installed: SCRAM/md5/cleartext/trust
+login, simple queries returning text rows, errors raised as PgError with their SQLSTATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+from pyproxy.auth.md5 import md5_response
+from pyproxy.auth.scram import ScramClient
+from pyproxy.errors import PgError
+from pyproxy.proto import messages as m
+
+
+class MiniClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.params: dict[str, str] = {}
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, user: str, password: str | None, database: str
+    ) -> MiniClient:
+        reader, writer = await asyncio.open_connection(host, port)
+        client = cls(reader, writer)
+        writer.write(m.startup_message({"user": user, "database": database}))
+        await client._login(user, password)
+        return client
+
+    async def _read(self) -> tuple[int, bytes]:
+        head = await self.reader.readexactly(5)
+        (length,) = struct.unpack("!I", head[1:])
+        return head[0], await self.reader.readexactly(length - 4)
+
+    async def _login(self, user: str, password: str | None) -> None:
+        scram: ScramClient | None = None
+        while True:
+            t, body = await self._read()
+            if t == 69:  # ErrorResponse
+                self._raise(body)
+            if t == 83:
+                name, value = m.parse_parameter_status(body)
+                self.params[name] = value
+            elif t == 90:
+                return
+            elif t == 82:
+                (code,) = struct.unpack("!I", body[:4])
+                if code == m.AUTH_OK:
+                    continue
+                if password is None:
+                    raise PgError("28P01", "server asked for a password and none was given")
+                if code == m.AUTH_CLEARTEXT:
+                    self.writer.write(m.password_message(m.cstr(password)))
+                elif code == m.AUTH_MD5:
+                    resp = md5_response(user, password, body[4:8])
+                    self.writer.write(m.password_message(resp + b"\x00"))
+                elif code == m.AUTH_SASL:
+                    scram = ScramClient(password)
+                    self.writer.write(
+                        m.sasl_initial_response("SCRAM-SHA-256", scram.client_first())
+                    )
+                elif code == m.AUTH_SASL_CONTINUE and scram is not None:
+                    self.writer.write(m.password_message(scram.handle_server_first(body[4:])))
+                elif code == m.AUTH_SASL_FINAL and scram is not None:
+                    scram.verify_server_final(body[4:])
+
+    @staticmethod
+    def _raise(body: bytes) -> None:
+        fields = m.parse_fields(body)
+        raise PgError(
+            fields.get("C", "XX000"), fields.get("M", "?"), fatal=fields.get("S") == "FATAL"
+        )
+
+    async def query(self, sql: str) -> list[tuple[str | None, ...]]:
+        """Run one simple query; return the rows of its last result as text."""
+        self.writer.write(m.query(sql))
+        rows: list[tuple[str | None, ...]] = []
+        error: bytes | None = None
+        while True:
+            t, body = await self._read()
+            if t == 68:  # DataRow
+                (count,) = struct.unpack("!H", body[:2])
+                pos = 2
+                row: list[str | None] = []
+                for _ in range(count):
+                    (n,) = struct.unpack("!i", body[pos : pos + 4])
+                    pos += 4
+                    if n < 0:
+                        row.append(None)
+                    else:
+                        row.append(body[pos : pos + n].decode())
+                        pos += n
+                rows.append(tuple(row))
+            elif t == 84:  # RowDescription: a new result starts
+                rows = []
+            elif t == 69:
+                error = body
+            elif t == 90:
+                if error is not None:
+                    self._raise(error)
+                return rows
+
+    async def close(self) -> None:
+        try:
+            self.writer.write(m.TERMINATE)
+            self.writer.close()
+            await self.writer.wait_closed()
+        except OSError:
+            pass
