@@ -19,6 +19,8 @@ from pyproxy.errors import (
 )
 from pyproxy.net.auth import ClientAuth
 from pyproxy.net.requests import forward_slow
+from pyproxy.net.server import IDLE as IDLE_SERVER
+from pyproxy.net.server import LINKED as LINKED_SERVER
 from pyproxy.pool import params as P
 from pyproxy.pool.session_state import needs_analysis
 from pyproxy.proto import messages as m
@@ -65,8 +67,8 @@ class ClientConn(asyncio.Protocol):
         self.last_active = self.connected_at
         self.xact_start = 0.0
         self.query_start = 0.0
-        self.paused_by_server = False
         self.reading_paused = False
+        self._paused_server: ServerConn | None = None
         self.peer = ""
         self._tail = b""
         self._skip = 0
@@ -94,6 +96,7 @@ class ClientConn(asyncio.Protocol):
             pool.clients.discard(self)
             if prev == WAITING:
                 pool.cancel_wait(self)
+        self.resume_writing()
         server = self.server
         self.server = None
         if server is not None and not server.closed:
@@ -151,12 +154,28 @@ class ClientConn(asyncio.Protocol):
         if self.state != CLOSED:
             self.transport.write(m.notice_response(text, hint=hint))
 
+    # ---- flow control: a slow client pauses its server, and the other way round ------------
+
+    def pause_writing(self) -> None:
+        server = self.server
+        if server is not None and server.transport is not None:
+            server.transport.pause_reading()
+            self._paused_server = server
+
+    def resume_writing(self) -> None:
+        # Resume the server we paused even if it was released meanwhile.
+        server, self._paused_server = self._paused_server, None
+        if server is not None and server.transport is not None and not server.closed:
+            server.transport.resume_reading()
+
     # ---- incoming bytes ---------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         state = self.state
         if state == LINKED:
             self._forward(data)
+            return
+        if state == READY and self._link_idle(data):
             return
         try:
             if state == READY:
@@ -335,6 +354,40 @@ class ClientConn(asyncio.Protocol):
 
     # ---- requests ---------------------------------------------------------------------------
 
+    def _link_idle(self, data: bytes) -> bool:
+        """Fast path of ``_request``: an idle server that needs nothing before it is used."""
+        pool = self.pool
+        if (
+            pool is None
+            or not pool.idle
+            or pool.waiters
+            or pool.paused
+            or self._tail
+            or self.statement_mode
+            or self.replay
+        ):
+            return False
+        server = pool.idle[-1]
+        now = time.monotonic()
+        if (
+            server.closed
+            or server.replayed
+            or self.params != server.tracked_values
+            or 0 < pool.cfg.settings.server_check_delay < now - server.idle_since
+        ):
+            return False
+        pool.idle.pop()
+        pool.active.add(server)
+        self.server = server
+        server.pending = 0
+        server.client = self
+        server.link_gen += 1
+        server.state = LINKED_SERVER
+        self.state = LINKED
+        self.xact_start = now
+        self._forward(data)
+        return True
+
     def _request(self, data: bytes) -> None:
         """A request while no server is linked: queue it and ask the pool for a server."""
         if self._tail:
@@ -482,20 +535,13 @@ class ClientConn(asyncio.Protocol):
             )
         self.kick(err)
 
-    def releasable(self, status: int) -> bool:
-        """Called by the server at a ReadyForQuery with nothing else outstanding."""
-        if self.session_mode or self.open_ext:
-            return False
-        # In statement mode release_server rolls a transaction block back and refuses it.
-        return status == 73 or self.statement_mode
-
     def release_server(self) -> None:
         server = self.server
         if server is None:
             return
         self.server = None
         self.state = READY
-        self.last_active = time.monotonic()
+        self.last_active = server.ready_at
         pool = self.pool
         if pool is not None:
             pool.stats["xact_count"] += 1
@@ -504,11 +550,12 @@ class ClientConn(asyncio.Protocol):
             server.rollback_then_release()
             self.transport.write(m.error_response(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
             return
-        server.unlink()
+        server.client = None
+        server.state = IDLE_SERVER
         if server.stale or pool is None:
             server.close("pool settings changed")
         else:
-            pool.release(server)
+            pool.release(server, now=server.ready_at)
 
     # ---- failures ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
 import time
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,7 @@ class ServerConn(asyncio.Protocol):
         self._tail = b""
         self._skip = 0
         self._fatal: dict[str, str] | None = None
+        self._paused_client: ClientConn | None = None
         self._after_swallow: Any = None
         self._swallow_error: dict[str, str] | None = None
 
@@ -337,7 +339,12 @@ class ServerConn(asyncio.Protocol):
                 self.ready_at = time.monotonic()
                 self.pending -= 1
                 self.stmts.recv_seg += 1
-                if self.pending <= 0 and client.releasable(status):
+                if (
+                    self.pending <= 0
+                    and not client.open_ext
+                    and (status == 73 or client.statement_mode)
+                    and not client.session_mode
+                ):
                     off = end
                     release = True
                     break
@@ -382,8 +389,6 @@ class ServerConn(asyncio.Protocol):
                 self._tail = rest
         if start < off:
             ct.write(data if start == 0 and off == n else data[start:off])
-        if client.paused_by_server is False and ct.get_write_buffer_size() > 1 << 20:
-            pass
 
     def _protocol_error(self, text: str) -> None:
         log.error("[s%d] protocol error from server: %s", self.id, text)
@@ -393,6 +398,7 @@ class ServerConn(asyncio.Protocol):
     # ---- closing ----------------------------------------------------------------------------
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.resume_writing()
         was_login = self.state == LOGIN
         self.state = CLOSED
         self.closed = True
@@ -438,12 +444,15 @@ class ServerConn(asyncio.Protocol):
             self.transport.close()
 
     def pause_writing(self) -> None:
-        if self.client is not None and self.client.transport is not None:
-            self.client.transport.pause_reading()
+        client = self.client
+        if client is not None and client.transport is not None and not client.reading_paused:
+            client.transport.pause_reading()
+            self._paused_client = client
 
     def resume_writing(self) -> None:
-        if self.client is not None and self.client.transport is not None:
-            self.client.transport.resume_reading()
+        client, self._paused_client = self._paused_client, None
+        if client is not None and client.transport is not None and not client.reading_paused:
+            client.transport.resume_reading()
 
 
 async def open_server(
@@ -470,7 +479,8 @@ async def open_server(
     except OSError as exc:
         raise PgError(
             SQLCLIENT_UNABLE_TO_ESTABLISH,
-            f"could not connect to server {cluster.host}:{cluster.port}: {exc.strerror or exc}",
+            f"could not connect to server {cluster.host}:{cluster.port}: "
+            f"{os.strerror(exc.errno) if exc.errno else exc}",
             fatal=True,
         ) from None
 

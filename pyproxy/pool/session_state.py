@@ -19,33 +19,33 @@ TRIGGER = re.compile(
     rb"begin|start|commit|rollback|end|abort|deallocate|discard)\b"
 )
 
-_FIRST_WORD = re.compile(rb"[ \t\r\n(]*([A-Za-z]+)")
-_LEADING = frozenset(
-    b"set reset listen prepare declare create begin start commit rollback end abort "
-    b"deallocate discard".split()
+_LEADING = (
+    b"set",
+    b"reset",
+    b"listen",
+    b"prepare",
+    b"declare",
+    b"create",
+    b"deallocate",
+    b"discard",
 )
+_ENDING = b" \t\r\n\x00;"
 
 
 def needs_analysis(data: bytes, start: int, end: int) -> bool:
     """Cheap pre-check of a Query body ``data[start:end]``: could ``analyze`` find anything?
 
-    Most queries are one statement starting with SELECT/INSERT/UPDATE/... and mention neither
-    advisory locks nor set_config: those are answered here without tokenizing.
+    Most queries are one statement starting with SELECT/INSERT/UPDATE/BEGIN/... and mention
+    neither advisory locks nor set_config: those are answered with a few C-level calls.
+    False positives only cost a closer look.
     """
-    m = _FIRST_WORD.match(data, start, end)
-    if m is None:  # a comment or something unusual first: look properly
-        return TRIGGER.search(data, start, end) is not None
-    if m.group(1).lower() in _LEADING:
+    low = data[start:end].lower()
+    if not low[:1].isalpha():  # whitespace, a comment or a parenthesis first
+        return TRIGGER.search(low) is not None
+    if low.startswith(_LEADING) or b"advisory" in low or b"set_config" in low:
         return True
-    semi = data.find(b";", start, end)
-    if semi >= 0 and data[semi + 1 : end].strip(b" \t\r\n\x00;"):
-        return TRIGGER.search(data, start, end) is not None  # several statements
-    return (
-        data.find(b"advisory", start, end) >= 0
-        or data.find(b"ADVISORY", start, end) >= 0
-        or data.find(b"set_config", start, end) >= 0
-        or data.find(b"SET_CONFIG", start, end) >= 0
-    )
+    semi = low.find(b";")
+    return semi >= 0 and bool(low[semi + 1 :].strip(_ENDING)) and TRIGGER.search(low) is not None
 
 
 SESSION_LOCKS = frozenset(
