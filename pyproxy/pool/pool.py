@@ -245,17 +245,23 @@ class Pool:
 
     # ---- giving a server back ---------------------------------------------------------------
 
-    def release(self, server: Any, fresh: bool = False) -> None:
+    def release(self, server: Any, fresh: bool = False, now: float = 0.0) -> None:
         """A clean server (idle in PostgreSQL, nothing pending) comes back."""
-        self.active.discard(server)
+        active = self.active
+        active.discard(server)
         if server.closed:
             self._grow()
             return
-        now = time.monotonic()
-        if self.deleted or (self.total > self.limit() and not self.waiters):
+        now = now or time.monotonic()
+        # Over the limit (the pool shrank, or a reserve server is no longer needed): close it.
+        if self.deleted or (
+            len(self.idle) + len(active) + self.connecting >= self.cfg.size
+            and self.total >= self.limit()
+        ):
             server.close("pool shrunk")
             return
-        if not fresh and self._expired(server, now):
+        lifetime = self.cfg.settings.server_lifetime
+        if not fresh and 0 < lifetime <= now - server.created and self._expired(server, now):
             server.close("server_lifetime")
             self._grow()
             return
