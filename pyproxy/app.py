@@ -44,7 +44,6 @@ class App:
     async def start(self) -> None:
         cfg = self.config
         if cfg.admin.enabled:
-            from pyproxy.admin.server import AdminServer
             from pyproxy.admin.store import StateStore
 
             self.store = StateStore(cfg.admin.state_path)
@@ -79,7 +78,13 @@ class App:
             self.admin = AdminServer(
                 cfg.admin, self.manager, self.store, pool_defaults=cfg.proxy.defaults
             )
-            await self.admin.start()
+            try:
+                await self.admin.start()
+            except BaseException:
+                self.admin = None
+                self._server.close()
+                self.store.close()
+                raise
             self.admin_port = self.admin.port
         self._janitor = loop.create_task(self._maintain())
 
@@ -87,7 +92,7 @@ class App:
         while True:
             await asyncio.sleep(JANITOR_INTERVAL)
             now = time.monotonic()
-            for pool in list(self.manager.live_pools()):
+            for pool in self.manager.warm_pools():
                 try:
                     pool.tick(now)
                 except Exception:

@@ -65,7 +65,8 @@ async def _serve(path: str, config: Config) -> int:
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, on_reload)
-    print(f"pyproxy listening on {config.proxy.listen_host}:{app.client_port}", flush=True)
+    admin = f", admin API on {config.admin.listen_host}:{app.admin_port}" if app.admin else ""
+    print(f"pyproxy listening on {config.proxy.listen_host}:{app.client_port}{admin}", flush=True)
     await stop.wait()
     await app.stop()
     return 0
@@ -123,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:
         from pyproxy.admin.server import AdminConfigError
+        from pyproxy.admin.store import StateStoreError
 
-        if isinstance(exc, AdminConfigError):
+        if isinstance(exc, (AdminConfigError, StateStoreError)):
             log.error("cannot start: %s", exc)
             return 2
         raise
