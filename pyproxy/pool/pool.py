@@ -176,8 +176,11 @@ class Pool:
 
     def _grow(self) -> None:
         """Open servers in parallel: one per waiting client, up to the pool's limit."""
-        if self.paused or self.deleted:
+        if self.paused or self.deleted or self.connecting >= len(self.waiters):
             return
+        full = len(self.idle) + len(self.active) + self.connecting >= self.cfg.size
+        if full and not self.cfg.settings.reserve_pool_size:
+            return  # the common case under load: every server busy, no reserve
         limit = self.limit()
         while self.connecting < len(self.waiters) and self.total < limit:
             self._launch()
