@@ -71,6 +71,7 @@ class App:
         self.client_port = sock.getsockname()[1]
         host = cfg.proxy.listen_host
         self.manager.client_address = lambda: (host, self.client_port)
+        self.manager.client_count = lambda: len(self.state.clients)
         log.info("accepting PostgreSQL clients on %s:%d", host, self.client_port)
         if cfg.admin.enabled and self.store is not None:
             from pyproxy.admin.server import AdminServer

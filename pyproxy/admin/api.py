@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from pyproxy.admin.http import Request, Response, error_response, json_response
+from pyproxy.admin.metrics import render as render_metrics
 from pyproxy.admin.store import StateStore, StateStoreError
 from pyproxy.config import MODES, ClusterConfig, PoolConfig, PoolSettings, validate_pool_name
 
@@ -35,6 +36,10 @@ class PoolManagerApi(Protocol):
     def servers_in_use(self, cluster_id: str) -> int: ...
     async def database_exists(self, cluster_id: str, db: str) -> bool: ...
     def client_listen(self) -> tuple[str, int]: ...
+    def pool_stats(self, name: str) -> dict[str, int]: ...
+    def pool_counters(self, name: str) -> dict[str, Any]: ...
+    def wait_histogram(self, name: str) -> tuple[list[float], list[int], float]: ...
+    def client_count(self) -> int: ...
 
 
 class Unprocessable(Exception):
@@ -81,12 +86,14 @@ class AdminApi:
             return await self._dispatch(req, {"GET": self.healthz}, [])
         if segments == ["openapi.json"]:
             return await self._dispatch(req, {"GET": self.openapi_doc}, [])
-        if segments[0] != "v2":
+        if segments[0] not in ("v2", "metrics") or (segments[0] == "metrics" and len(segments) > 1):
             return error_response(404, NOT_FOUND, req.request_id)
         if not self._authorized(req):
             resp = error_response(401, "Unable to authenticate you.", req.request_id)
             resp.headers.append(("www-authenticate", 'Bearer realm="pyproxy"'))
             return resp
+        if segments == ["metrics"]:
+            return await self._dispatch(req, {"GET": self.metrics}, [])
         args = [unquote(s, errors="replace") for s in segments]
         shape = [s if i in (0, 1, 3) else "*" for i, s in enumerate(args)]
         routes: dict[str, Route] | None = None
@@ -128,6 +135,10 @@ class AdminApi:
 
     async def healthz(self, req: Request, args: list[str]) -> Response:
         return json_response(200, {"status": "ok"})
+
+    async def metrics(self, req: Request, args: list[str]) -> Response:
+        text = render_metrics(self.manager, self.manager.client_count())
+        return Response(200, text.encode(), [("content-type", "text/plain; version=0.0.4")])
 
     async def openapi_doc(self, req: Request, args: list[str]) -> Response:
         return Response(200, self.openapi, [("content-type", "application/json; charset=utf-8")])

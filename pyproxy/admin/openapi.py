@@ -218,6 +218,19 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
         }
     },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics: clients, queue waits (histogram), servers per pool",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": ERRORS_READ["401"],
+            },
+        }
+    },
     "/v2/databases/{database_cluster_uuid}": {
         "parameters": [CLUSTER_PARAM],
         "get": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -9,9 +10,10 @@ from typing import Any
 
 from pyproxy.config import ClusterConfig, Config, PoolConfig
 from pyproxy.errors import ADMIN_SHUTDOWN, INVALID_CATALOG_NAME, PgError
-from pyproxy.pool.pool import Connector, Pool
+from pyproxy.pool.pool import WAIT_BOUNDS, Connector, Pool
 
 log = logging.getLogger("pyproxy.manager")
+PAUSE_POLL = 0.01  # seconds between checks for running transactions while pausing
 
 
 class PoolManager:
@@ -27,10 +29,12 @@ class PoolManager:
         self._clusters: dict[str, ClusterConfig] = {c.id: c for c in config.clusters}
         self._defs: dict[str, tuple[str, PoolConfig]] = {}
         self._live: dict[tuple[str, str], Pool] = {}
+        self._paused: set[str] = set()  # pool names held by pause() until resume()
         self.client_address: Callable[[], tuple[str, int]] = lambda: (
             config.proxy.listen_host,
             config.proxy.listen_port,
         )
+        self.client_count: Callable[[], int] = lambda: 0
         for cluster in config.clusters:
             for pool in cluster.pools:
                 self._defs[pool.name] = (cluster.id, pool)
@@ -68,7 +72,18 @@ class PoolManager:
                 cfg, cluster, login_user, account.password if account else None, self.connector
             )
             self._live[key] = pool
+            pool.paused = name in self._paused
         return pool
+
+    def warm_pools(self) -> list[Pool]:
+        """Live pools, after creating those that keep ``min_pool_size`` servers with no client.
+
+        Only pools with a fixed server user can be opened before a client arrives.
+        """
+        for name, (_, cfg) in self._defs.items():
+            if cfg.user and cfg.settings.min_pool_size > 0 and (name, "") not in self._live:
+                self.get_pool(name, cfg.user)
+        return list(self._live.values())
 
     def client_listen(self) -> tuple[str, int]:
         return self.client_address()
@@ -108,6 +123,7 @@ class PoolManager:
 
     def remove_pool(self, name: str) -> None:
         self._defs.pop(name, None)
+        self._paused.discard(name)
         err = PgError(
             ADMIN_SHUTDOWN, f'terminating connection because pool "{name}" was deleted', fatal=True
         )
@@ -170,6 +186,16 @@ class PoolManager:
                 out[k] = out.get(k, 0) + v
         return out
 
+    def wait_histogram(self, name: str) -> tuple[list[float], list[int], float]:
+        """Queue waits of a pool: bucket bounds, counts per bucket (+ overflow), total seconds."""
+        counts = [0] * (len(WAIT_BOUNDS) + 1)
+        total = 0.0
+        for live in self.live_pools(name):
+            for i, c in enumerate(live.wait_counts):
+                counts[i] += c
+            total += live.stats["wait_time"]
+        return list(WAIT_BOUNDS), counts, total
+
     def servers_in_use(self, cluster_id: str) -> int:
         return sum(p.total for p in self._live.values() if p.cluster.id == cluster_id)
 
@@ -191,14 +217,64 @@ class PoolManager:
         server.close("probe done")
         return True
 
-    def set_paused(self, name: str | None, paused: bool) -> list[str]:
-        names = []
-        for live in self.live_pools(name):
-            live.paused = paused
-            if not paused:
+    # ---- pause and resume -------------------------------------------------------------------
+
+    async def pause(self, name: str | None, timeout: float | None = None) -> list[str]:
+        """Hold new queries of pool ``name`` (all pools if None) and wait for running work.
+
+        From the call on, clients asking for a server wait in the queue (query_wait_timeout
+        does not run while paused); transactions already running finish. When no server is
+        linked any more, idle servers are closed (so PostgreSQL can be restarted or switched)
+        and the names of the paused pools are returned. Session-mode clients keep their server
+        until they leave. If ``timeout`` passes first, the pause is undone and TimeoutError
+        raised. Raises KeyError for an unknown pool name.
+        """
+        return await self.pause_pools(self._pause_targets(name), timeout)
+
+    def resume(self, name: str | None) -> list[str]:
+        """Serve the queries held by ``pause``; returns the names of the pools resumed."""
+        return self.resume_pools(self._pause_targets(name))
+
+    async def pause_pools(self, names: list[str], timeout: float | None = None) -> list[str]:
+        """``pause`` for several pools at once (e.g. every pool of one cluster)."""
+        self._paused.update(names)
+        for live in self._paused_pools(names):
+            live.paused = True
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while any(live.active or live.connecting for live in self._paused_pools(names)):
+            if deadline is not None and loop.time() >= deadline:
+                self.resume_pools(names)
+                raise TimeoutError(f"pools still busy after {timeout:g} s; pause undone")
+            await asyncio.sleep(PAUSE_POLL)
+        for live in self._paused_pools(names):
+            while live.idle:
+                live.idle.pop().close("pool paused")
+        log.info("paused pools: %s", ", ".join(names) or "none")
+        return sorted(names)
+
+    def resume_pools(self, names: list[str]) -> list[str]:
+        self._paused.difference_update(names)
+        for live in self._paused_pools(names):
+            if live.paused:
+                live.paused = False
                 live.resume()
-            names.append(live.name)
-        return sorted(set(names))
+        log.info("resumed pools: %s", ", ".join(names) or "none")
+        return sorted(names)
+
+    def is_paused(self, name: str) -> bool:
+        return name in self._paused
+
+    def _pause_targets(self, name: str | None) -> list[str]:
+        if name is None:
+            return sorted(self._defs)
+        if name not in self._defs:
+            raise KeyError(name)
+        return [name]
+
+    def _paused_pools(self, names: list[str]) -> list[Pool]:
+        wanted = set(names)
+        return [p for (n, _), p in self._live.items() if n in wanted]
 
     def replace_pool_cfg(self, name: str, **changes: Any) -> PoolConfig:
         _cluster_id, cfg = self._defs[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -52,6 +53,9 @@ class Waiter(Protocol):
 
 Connector = Callable[["Pool"], Awaitable[Any]]
 
+# Upper bounds (seconds) of the queue-wait histogram buckets.
+WAIT_BOUNDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
+
 
 class Pool:
     """Server connections for one (pool name, server login user).
@@ -95,6 +99,7 @@ class Pool:
             "session_state_warnings": 0,
             "session_state_errors": 0,
         }
+        self.wait_counts = [0] * (len(WAIT_BOUNDS) + 1)  # histogram of queue waits
         self._last_lifetime_close = 0.0
 
     # ---- properties -------------------------------------------------------------------------
@@ -270,7 +275,9 @@ class Pool:
             return
         if self.waiters and not self.paused:
             client = self.waiters.popleft()
-            self.stats["wait_time"] += now - client.wait_since
+            waited = now - client.wait_since
+            self.stats["wait_time"] += waited
+            self.wait_counts[bisect.bisect_left(WAIT_BOUNDS, waited)] += 1
             self.active.add(server)
             client.on_server(server)
             return
@@ -307,7 +314,7 @@ class Pool:
     def tick(self, now: float) -> None:
         """Called by the janitor a few times a second: timeouts, idle servers, min_pool_size."""
         s = self.settings
-        if s.query_wait_timeout > 0 or s.query_wait_notify > 0:
+        if (s.query_wait_timeout > 0 or s.query_wait_notify > 0) and not self.paused:
             for w in list(self.waiters):
                 waited = now - w.wait_since
                 if s.query_wait_timeout > 0 and waited >= s.query_wait_timeout:
@@ -356,6 +363,9 @@ class Pool:
 
     def resume(self) -> None:
         """After a pause: serve queued clients from idle servers, open more if needed."""
+        now = time.monotonic()
+        for client in self.waiters:  # time spent paused does not count against query_wait_timeout
+            client.wait_since = now
         while self.waiters and self.idle:
             server = self.idle.pop()
             if server.closed:
