@@ -18,6 +18,7 @@ from pyproxy.errors import (
     ProtocolError,
 )
 from pyproxy.net.auth import ClientAuth
+from pyproxy.net.copyflow import complete_cut_copy_data, drop_copy_leftovers, is_copy_leftover
 from pyproxy.net.requests import forward_slow
 from pyproxy.net.server import IDLE as IDLE_SERVER
 from pyproxy.net.server import LINKED as LINKED_SERVER
@@ -37,6 +38,7 @@ _unpack_len = struct.Struct("!I").unpack_from
 STARTUP, AUTH, LOGIN, READY, WAITING, LINKED, CLOSED = range(7)
 _STATEMENT_BLOCK = "transaction blocks not allowed in statement pooling mode"
 _ids = iter(range(1, 1 << 62))
+WAIT_BUFFER = 256 * 1024  # bytes a queued client may send before pyproxy stops reading it
 
 
 class ClientConn(asyncio.Protocol):
@@ -72,6 +74,7 @@ class ClientConn(asyncio.Protocol):
         self.peer = ""
         self._tail = b""
         self._skip = 0
+        self._discard = 0  # bytes of a cut CopyData to drop (see pyproxy.net.copyflow)
         self.stmts: dict[bytes, Any] = {}  # client statement name -> shared Statement
         self.replay: dict[str, str] = {}  # SET name = value re-applied on every server
         self.track = False  # rewrite named prepared statements (transaction/statement mode)
@@ -175,13 +178,21 @@ class ClientConn(asyncio.Protocol):
         if state == LINKED:
             self._forward(data)
             return
+        if state == READY and is_copy_leftover(self._tail or data, self._discard):
+            data, self._discard, self._tail = drop_copy_leftovers(self._tail + data, self._discard)
+            if not data:
+                return
         if state == READY and self._link_idle(data):
             return
         try:
             if state == READY:
                 self._request(data)
             elif state == WAITING:
+                # Queued: keep what arrives, but stop reading once it is a lot.
                 self.pending_data.append(data)
+                if not self.reading_paused and sum(map(len, self.pending_data)) > WAIT_BUFFER:
+                    self.reading_paused = True
+                    self.transport.pause_reading()
             elif state == STARTUP:
                 self._startup_data(data)
             elif state in (AUTH, LOGIN):
@@ -403,10 +414,6 @@ class ClientConn(asyncio.Protocol):
         self.state = WAITING
         assert self.pool is not None
         self.pool.acquire(self)
-        if self.state == WAITING and not self.reading_paused:
-            # Queued (or aligning parameters): stop reading until a server is ours.
-            self.reading_paused = True
-            self.transport.pause_reading()
 
     def on_server(self, server: ServerConn) -> None:
         """The pool hands us a server (maybe synchronously from ``acquire``)."""
@@ -491,6 +498,15 @@ class ClientConn(asyncio.Protocol):
                     open_ext = False
             elif t == 88:  # Terminate: the server stays ours to reuse
                 break
+            elif (
+                t == 80
+                and self.inspect
+                and (
+                    (name_end := data.find(0, off + 5, end)) < 0
+                    or needs_analysis(data, name_end + 1, end)
+                )
+            ):
+                break  # a Parse that may touch session state (or is malformed): inspect it
             elif track and (t == 80 or t == 67):  # Parse, Close
                 open_ext = True
                 if data[off + 5] != 0 and (t == 80 or data[off + 5] == 83):
@@ -498,8 +514,9 @@ class ClientConn(asyncio.Protocol):
                 sts.queue.append((0, seg, None))
             elif track and t == 66:  # Bind
                 open_ext = True
-                if data[data.index(0, off + 5) + 1] != 0:
-                    break
+                portal_end = data.find(0, off + 5, end)
+                if portal_end < 0 or portal_end + 1 >= end or data[portal_end + 1] != 0:
+                    break  # a named statement (or a malformed Bind): the slow path decides
             elif track and t == 68:  # Describe
                 open_ext = True
                 if data[off + 5] == 83 and data[off + 6] != 0:
@@ -542,13 +559,18 @@ class ClientConn(asyncio.Protocol):
         self.server = None
         self.state = READY
         self.last_active = server.ready_at
+        if self._skip:  # released inside a CopyData the server no longer wants
+            self._discard, self._skip = self._skip, 0
+            server.stale |= not complete_cut_copy_data(server, self._discard)
         pool = self.pool
         if pool is not None:
             pool.stats["xact_count"] += 1
         if server.status != 73:
             # Statement mode saw BEGIN (or a multi-statement transaction): undo and refuse it.
             server.rollback_then_release()
-            self.transport.write(m.error_response(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
+            self.transport.write(
+                m.error_response(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK) + m.READY_IDLE
+            )
             return
         server.client = None
         server.state = IDLE_SERVER
@@ -576,7 +598,7 @@ class ClientConn(asyncio.Protocol):
         self.state = READY
         self.open_ext = False
         self._tail = b""
-        self._skip = 0
+        self._discard, self._skip = self._skip, 0
         if pending > 0:
             out = [m.error_response(err.sqlstate, err.message, detail=err.detail)]
             out.extend([m.READY_IDLE] * pending)

@@ -3,6 +3,10 @@
 The hot path in ``ClientConn._forward`` only counts requests; it hands a chunk over to
 ``forward_slow`` from the first message that needs more than counting (a named statement, or a
 query that mentions a session-state keyword).
+
+Session-state checks apply to simple queries when they are sent, to unnamed (or untracked)
+extended-protocol statements at their Parse, and to tracked named statements at each Bind, which
+is when they run: a statement prepared once and executed often is checked every time.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from pyproxy.pool import prepared as ps
 from pyproxy.pool.params import quote_literal
-from pyproxy.pool.session_state import analyze, needs_analysis
+from pyproxy.pool.session_state import Analysis, analyze, needs_analysis
+from pyproxy.pool.sqlscan import split_statements
 from pyproxy.proto import messages as m
 
 if TYPE_CHECKING:
@@ -20,6 +25,7 @@ if TYPE_CHECKING:
     from pyproxy.net.server import ServerConn
 
 _unpack_len = struct.Struct("!I").unpack_from
+_HINT = "Use a session-mode pool for this, or SET LOCAL inside a transaction."
 
 
 def forward_slow(client: ClientConn, server: ServerConn, data: bytes, off: int) -> None:
@@ -44,7 +50,10 @@ def forward_slow(client: ClientConn, server: ServerConn, data: bytes, off: int) 
                 st.write(b"".join(out))
             client.transport.close()
             return
-        _message(client, server, t, data, off, end, out)
+        try:
+            _message(client, server, t, data, off, end, out)
+        except (ValueError, IndexError, struct.error):
+            out.append(data[off:end])  # malformed: PostgreSQL answers with its own error
         off = end
     if off < n:
         client._tail = data[off:]
@@ -62,7 +71,6 @@ def _message(
     out: list[bytes],
 ) -> None:
     sts = server.stmts
-    track = client.track
     if t == 81:  # Query
         _query(client, server, data, off, end, out)
         return
@@ -75,59 +83,118 @@ def _message(
         return
     if t in (80, 66, 68, 69, 67):
         client.open_ext = True
-    if not track:
+    if t == 80:  # Parse
+        _parse(client, server, data[off + 5 : end], data[off:end], out)
+        return
+    if not client.track:
         out.append(data[off:end])
         return
     body = data[off + 5 : end]
-    seg = sts.sent_seg
-    if t == 80:  # Parse
-        name, after = ps.split_name(body)
-        if not name:
-            sts.queue.append((ps.FORWARD, seg, None))
-            out.append(data[off:end])
-            return
-        stmt = client.proxy.statements.get(body[after:])
-        if name in client.stmts:
-            # PostgreSQL's own 42P05: have the server refuse a Parse of a name it holds.
-            _ensure(server, stmt, out)
-            sts.queue.append((ps.FORWARD, seg, None))
-            out.append(stmt.parse_message)
-            return
-        client.stmts[name] = stmt
-        if sts.has(stmt.name):
-            sts.queue.append((ps.AS_PARSE, seg, None))
-            out.append(ps.close_statement(ps.NOOP_NAME))
-        else:
-            sts.queue.append((ps.FORWARD, seg, stmt.name))
-            out.append(stmt.parse_message)
-            _evict(server, sts.add(stmt.name), out)
-        return
     if t == 66:  # Bind
-        portal, i = ps.split_name(body)
-        name, j = ps.split_name(body, i)
-        stmt = client.stmts.get(name) if name else None
-        if stmt is None:
-            out.append(data[off:end])  # unnamed, or unknown: PostgreSQL answers 26000 itself
-            return
-        _ensure(server, stmt, out)
-        out.append(ps.bind_with(portal, stmt.name, body[j:]))
-        return
-    if t == 68:  # Describe
+        _bind(client, server, body, data[off:end], out)
+    elif t == 68:  # Describe
         if body[:1] == b"S" and len(body) > 2:
-            stmt = client.stmts.get(body[1:-1])
+            name = body[1:-1]
+            stmt = client.stmts.get(name)
             if stmt is not None:
                 _ensure(server, stmt, out)
                 out.append(ps.describe_statement(stmt.name))
-                return
+            else:  # unknown: PostgreSQL answers 26000 itself
+                out.append(ps.describe_statement(ps.unknown_name(name)))
+            return
         out.append(data[off:end])
-        return
-    if t == 67:  # Close: answered by the server for a name it does not have; mapping dropped
+    elif t == 67:  # Close
         if body[:1] == b"S" and len(body) > 2:
-            client.stmts.pop(body[1:-1], None)
-        sts.queue.append((ps.FORWARD, seg, None))
+            # Answered by a Close of a name no server has; the shared statement stays.
+            name = body[1:-1]
+            previous = client.stmts.pop(name, None)
+            undo = (client.stmts, name, previous) if previous is not None else None
+            sts.queue.append((ps.FORWARD, sts.sent_seg, None, undo, None))
+            out.append(ps.close_statement(ps.NOOP_NAME))
+            return
+        sts.queue.append((ps.FORWARD, sts.sent_seg, None))
         out.append(data[off:end])
+    else:
+        out.append(data[off:end])
+
+
+def _parse(
+    client: ClientConn, server: ServerConn, body: bytes, raw: bytes, out: list[bytes]
+) -> None:
+    sts = server.stmts
+    seg = sts.sent_seg
+    name, after = ps.split_name(body)
+    rest = body[after:]
+    if not name or not client.track:
+        # Runs where it is sent: check it now; a refused one is prepared as the refusal.
+        result = _inspect(client, server, rest)
+        if result is not None:
+            refusal = _decide(client, server, result)
+            if refusal is not None:
+                query = refusal_sql(refusal, _HINT).encode()
+                raw = ps.frame(b"P", name + b"\x00" + ps.parse_rest_with_query(rest, query))
+            else:
+                _apply(client, server, result)
+        if client.track:
+            sts.queue.append((ps.FORWARD, seg, None))
+        out.append(raw)
         return
-    out.append(data[off:end])
+    stmt = client.proxy.statements.get(rest)
+    if name in client.stmts:
+        # PostgreSQL's own 42P05: have the server refuse a Parse of a name it holds.
+        _ensure(server, stmt, out)
+        sts.queue.append((ps.FORWARD, sts.sent_seg, None))
+        out.append(stmt.parse_message)
+        return
+    client.stmts[name] = stmt
+    undo = (client.stmts, name, None)
+    if sts.has(stmt.name):
+        sts.queue.append((ps.AS_PARSE, seg, None, undo, None))
+        out.append(ps.close_statement(ps.NOOP_NAME))
+        return
+    _close_unsure(server, stmt.name, out)
+    sts.queue.append((ps.FORWARD, seg, stmt.name, undo, None))
+    out.append(stmt.parse_message)
+    _evict(server, sts.add(stmt.name), out)
+
+
+def _bind(
+    client: ClientConn, server: ServerConn, body: bytes, raw: bytes, out: list[bytes]
+) -> None:
+    portal, i = ps.split_name(body)
+    name, j = ps.split_name(body, i)
+    if not name:
+        out.append(raw)
+        return
+    stmt = client.stmts.get(name)
+    if stmt is None:  # unknown: PostgreSQL answers 26000 itself
+        out.append(ps.bind_with(portal, ps.unknown_name(name), body[j:]))
+        return
+    sts = server.stmts
+    if stmt.retired and stmt.name not in sts.prepared:
+        # The result type changed since this client prepared it: PostgreSQL's own answer.
+        _bind_refusal(client, server, portal, raise_sql("0A000", ps.STALE_PLAN.decode()), out)
+        return
+    result = _statement_analysis(client, server, stmt)
+    if result is not None:
+        refusal = _decide(client, server, result)
+        if refusal is not None:
+            _bind_refusal(client, server, portal, refusal_sql(refusal, _HINT), out)
+            return
+    _ensure(server, stmt, out)
+    out.append(ps.bind_with(portal, stmt.name, body[j:]))
+    sts.note_bind(server.link_gen, stmt)
+    if result is not None:
+        _apply(client, server, result)
+
+
+def _bind_refusal(
+    client: ClientConn, server: ServerConn, portal: bytes, sql: str, out: list[bytes]
+) -> None:
+    """Bind ``portal`` to a statement whose execution raises the error in ``sql``."""
+    stmt = client.proxy.statements.get(sql.encode() + b"\x00\x00\x00")
+    _ensure(server, stmt, out)
+    out.append(ps.bind_no_parameters(portal, stmt.name))
 
 
 def _ensure(server: ServerConn, stmt: ps.Statement, out: list[bytes]) -> None:
@@ -135,33 +202,98 @@ def _ensure(server: ServerConn, stmt: ps.Statement, out: list[bytes]) -> None:
     sts = server.stmts
     if sts.has(stmt.name):
         return
+    _close_unsure(server, stmt.name, out)
     sts.queue.append((ps.SKIP, sts.sent_seg, stmt.name))
     out.append(stmt.parse_message)
     _evict(server, sts.add(stmt.name), out)
 
 
-def _evict(server: ServerConn, name: bytes | None, out: list[bytes]) -> None:
-    if name is not None:
-        server.stmts.queue.append((ps.SKIP, server.stmts.sent_seg, None))
+def _close_unsure(server: ServerConn, name: bytes, out: list[bytes]) -> None:
+    """The server may still hold an old ``name``: close it before preparing it again."""
+    sts = server.stmts
+    if name in sts.unsure:
+        sts.unsure.discard(name)
+        sts.queue.append((ps.SKIP, sts.sent_seg, None, None, name))
         out.append(ps.close_statement(name))
 
 
-def _query(
-    client: ClientConn, server: ServerConn, data: bytes, off: int, end: int, out: list[bytes]
-) -> None:
-    server.pending += 1
-    server.stmts.sent_seg += 1
-    raw = data[off:end]
-    if not client.inspect or not needs_analysis(data, off + 5, end):
-        out.append(raw)
-        return
-    sql = data[off + 5 : end - 1].decode("utf-8", "replace")
-    result = analyze(sql, server.status != 73, client.proxy.replayable, client.proxy.tracked)
+def _evict(server: ServerConn, name: bytes | None, out: list[bytes]) -> None:
+    if name is not None:
+        sts = server.stmts
+        sts.queue.append((ps.SKIP, sts.sent_seg, None, None, name))
+        out.append(ps.close_statement(name))
+
+
+# ---- session state ---------------------------------------------------------------------------
+
+
+def _inspect(client: ClientConn, server: ServerConn, rest: bytes) -> Analysis | None:
+    """The analysis of a Parse's query text, or None when it cannot touch session state."""
+    if not client.inspect:
+        return None
+    end = rest.find(b"\x00")
+    if not needs_analysis(rest, 0, end):
+        return None
+    sql = rest[:end].decode("utf-8", "replace")
+    return _relevant(
+        analyze(sql, server.status != 73, client.proxy.replayable, client.proxy.tracked)
+    )
+
+
+def _statement_analysis(
+    client: ClientConn, server: ServerConn, stmt: ps.Statement
+) -> Analysis | None:
+    """A named statement's analysis, computed once per transaction state and cached on it."""
+    if not client.inspect:
+        return None
+    cached = stmt.analyses
+    if cached is None:
+        if not needs_analysis(stmt.query, 0, len(stmt.query)):
+            stmt.analyses = [None, None]
+            return None
+        sql = stmt.query.decode("utf-8", "replace")
+        replayable, tracked = client.proxy.replayable, client.proxy.tracked
+        cached = stmt.analyses = [
+            _relevant(analyze(sql, False, replayable, tracked)),
+            _relevant(analyze(sql, True, replayable, tracked)),
+        ]
+    return cached[server.status != 73]
+
+
+def _relevant(result: Analysis) -> Analysis | None:
+    return result if result.findings or result.replay or result.deallocate else None
+
+
+def _decide(client: ClientConn, server: ServerConn, result: Analysis) -> str | None:
+    """Apply the pool's policy to the findings: warn (and count) or return a refusal message.
+
+    A statement that is not refused has its effects recorded (replay, deallocations) by the
+    caller, after the message that runs it.
+    """
+    if not result.findings:
+        return None
+    pool = client.pool
+    policy = pool.settings.session_state if pool is not None else "allow"
+    if policy == "allow":
+        return None
+    first = result.findings[0]
+    if policy == "error":
+        if pool is not None:
+            pool.stats["session_state_errors"] += len(result.findings)
+        return f"{first.statement} is not allowed in {client.mode} pooling mode: {first.why}"
+    if pool is not None:
+        pool.stats["session_state_warnings"] += len(result.findings)
+    for f in result.findings:
+        client.notice_unsafe(f.statement, f.why)
+    return None
+
+
+def _apply(client: ClientConn, server: ServerConn, result: Analysis) -> None:
+    """Record what a statement that runs does to the client's session: replay, deallocations."""
     for target in result.deallocate:
         if target is None or target == "all":
             client.stmts.clear()
-            if server.status == 73:
-                server.stmts.clear()
+            server.stmts.forget_all()
         else:
             client.stmts.pop(target.encode(), None)
     for action, name, value in result.replay:
@@ -174,32 +306,67 @@ def _query(
         else:
             client.replay.clear()
             server.replayed.clear()
-    if not result.findings:
-        out.append(raw)
-        return
-    pool = client.pool
-    policy = pool.settings.session_state if pool is not None else "allow"
-    if policy == "allow":
-        out.append(raw)
-        return
-    first = result.findings[0]
-    if policy == "error":
-        if pool is not None:
-            pool.stats["session_state_errors"] += len(result.findings)
-        text = f"{first.statement} is not allowed in {client.mode} pooling mode: {first.why}"
-        hint = "Use a session-mode pool for this, or SET LOCAL inside a transaction."
-        out.append(m.query(refusal_sql(text, hint)))
-        return
-    if pool is not None:
-        pool.stats["session_state_warnings"] += len(result.findings)
-    for f in result.findings:
-        client.notice_unsafe(f.statement, f.why)
+
+
+def _query(
+    client: ClientConn, server: ServerConn, data: bytes, off: int, end: int, out: list[bytes]
+) -> None:
+    raw = data[off:end]
+    if client.inspect and needs_analysis(data, off + 5, end):
+        sql = data[off + 5 : end - 1].decode("utf-8", "replace")
+        result = analyze(sql, server.status != 73, client.proxy.replayable, client.proxy.tracked)
+        refusal = _decide(client, server, result)
+        if refusal is not None:
+            raw = m.query(refusal_sql(refusal, _HINT))
+        elif client.track and _deallocate_client_statement(client, server, sql, result, out):
+            raw = m.query(f"DEALLOCATE {_DEALLOCATE_NAME}")
+        else:
+            _apply(client, server, result)
+    server.pending += 1
+    server.stmts.sent_seg += 1
     out.append(raw)
+
+
+_DEALLOCATE_NAME = "pyproxy_deallocate"
+
+
+def _deallocate_client_statement(
+    client: ClientConn, server: ServerConn, sql: str, result: Analysis, out: list[bytes]
+) -> bool:
+    """SQL ``DEALLOCATE name`` of a protocol-level statement (PHP PDO does this).
+
+    The server only knows the shared name, so the client's statement is dropped here and the
+    server deallocates a throwaway statement instead: the client gets PostgreSQL's own
+    ``DEALLOCATE`` reply. Only done when nothing else is in flight, so that the throwaway Parse
+    cannot meet an aborted transaction.
+    """
+    target = result.deallocate[0] if len(result.deallocate) == 1 else None
+    if target is None or target == "all" or result.findings or result.replay:
+        return False
+    name = target.encode()
+    if name not in client.stmts or server.pending or client.open_ext or server.status == 69:
+        return False
+    if len(split_statements(sql)) != 1:
+        return False
+    client.stmts.pop(name)
+    sts = server.stmts
+    throwaway = _DEALLOCATE_NAME.encode()
+    sts.queue.append((ps.SKIP, sts.sent_seg, None))
+    sts.queue.append((ps.SKIP, sts.sent_seg, None))
+    out.append(ps.close_statement(throwaway))
+    out.append(ps.frame(b"P", throwaway + b"\x00SELECT 1\x00\x00\x00"))
+    return True
+
+
+def raise_sql(sqlstate: str, message: str, hint: str | None = None) -> str:
+    """A statement whose execution raises ERROR ``sqlstate`` with ``message`` (and ``hint``)."""
+    extra = f", HINT = {quote_literal(hint)}" if hint else ""
+    return (
+        f"DO $pyproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '{sqlstate}', MESSAGE = "
+        f"{quote_literal(message)}{extra}; END$pyproxy$"
+    )
 
 
 def refusal_sql(message: str, hint: str) -> str:
     """A statement the server answers with ERROR 0A000 in the right place of the stream."""
-    return (
-        "DO $pyproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = "
-        f"{quote_literal(message)}, HINT = {quote_literal(hint)}; END$pyproxy$"
-    )
+    return raise_sql("0A000", message, hint)

@@ -364,8 +364,7 @@ class ServerConn(asyncio.Protocol):
                             ct.write(PARSE_COMPLETE)
                         start = end
             elif t == 69:  # ErrorResponse: a FATAL is held back until the connection drops
-                if self.stmts.queue:
-                    self.stmts.error()
+                self.stmts.error(data, off + 5, end, self.link_gen)
                 if data[off + 6 : off + 11] in (b"FATAL", b"PANIC"):
                     self._fatal = m.parse_fields(data[off + 5 : end])
                     if off > start:
@@ -373,8 +372,9 @@ class ServerConn(asyncio.Protocol):
                     start = end
             off = end
         if release:
-            if start < off:
-                ct.write(data[start:off] if start or off < n else data)
+            upto = off if self.status == 73 else off - 6  # statement mode: Z(T) is replaced
+            if start < upto:
+                ct.write(data[start:upto] if start or upto < n else data)
             if off < n:
                 log.debug("[s%d] %d bytes after a releasing ReadyForQuery", self.id, n - off)
             client.release_server()

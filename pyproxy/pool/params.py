@@ -28,7 +28,9 @@ def canonical(name: str, value: str) -> str:
     """A comparison form: equal spellings of one setting compare equal."""
     v = value.strip().lower()
     if name == "client_encoding":
-        v = v.replace("-", "").replace("_", "")
+        # PostgreSQL ignores every non-alphanumeric character of an encoding name
+        # (asyncpg, for one, sends client_encoding as "'utf-8'").
+        v = "".join(c for c in v if c.isalnum())
         if v == "unicode":
             v = "utf8"
     return v
@@ -88,7 +90,17 @@ def parse_options(options: str) -> dict[str, str]:
 
 
 def replay_statements(client: dict[str, str], server: dict[str, str]) -> str:
-    """SET what the client set but the server lacks; RESET what only the server has."""
+    """SET what the client set but the server lacks; RESET what only the server has.
+
+    One DO block: each command runs on its own and a failing one is skipped, since the value
+    comes from a client's ``SET`` that PostgreSQL may have refused when it was first sent.
+    """
     parts = [f"SET {name} = {value}" for name, value in client.items() if server.get(name) != value]
     parts += [f"RESET {name}" for name in server if name not in client]
-    return ";".join(parts)
+    if not parts:
+        return ""
+    body = "".join(
+        f"BEGIN EXECUTE {quote_literal(part)}; EXCEPTION WHEN OTHERS THEN NULL; END;"
+        for part in parts
+    )
+    return f"DO $pyproxy_replay$BEGIN {body} END$pyproxy_replay$"

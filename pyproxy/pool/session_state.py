@@ -141,6 +141,7 @@ def analyze(
             continue
         if head == "discard" and second == "all":
             result.deallocate.append(None)
+            result.replay.append(("reset_all", "", None))  # DISCARD ALL includes RESET ALL
             continue
         _classify(result, original, tokens, in_tx, replayable, tracked)
     return result
