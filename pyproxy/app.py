@@ -8,7 +8,7 @@ import time
 
 from pyproxy.config import Config
 from pyproxy.errors import ADMIN_SHUTDOWN, PgError
-from pyproxy.net.client import ClientConn
+from pyproxy.net.client import CLOSED, WAITING, ClientConn
 from pyproxy.net.server import ServerConn, open_server
 from pyproxy.net.state import ProxyState
 from pyproxy.pool.manager import PoolManager
@@ -16,6 +16,7 @@ from pyproxy.pool.pool import Pool
 
 log = logging.getLogger("pyproxy.app")
 JANITOR_INTERVAL = 0.05
+READY_IDLE_STATUS = 73  # ReadyForQuery transaction status "I": not in a transaction
 
 
 class App:
@@ -121,12 +122,19 @@ class App:
             self._server.close()
         if self.admin is not None:
             await self.admin.stop()
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(
-            c.server is not None or c.pending_data for c in self.state.clients
-        ):
-            await asyncio.sleep(0.02)
         err = PgError(ADMIN_SHUTDOWN, "pooler is shutting down", fatal=True)
+        deadline = time.monotonic() + wait
+        while True:
+            # Idle clients are told at once; the others when their transaction is over.
+            busy = False
+            for client in list(self.state.clients):
+                if _in_flight(client):
+                    busy = True
+                else:
+                    client.kick(err)
+            if not busy or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
         for client in list(self.state.clients):
             client.kick(err)
         for pool in self.manager.live_pools():
@@ -139,3 +147,13 @@ class App:
             self.store.close()
         await asyncio.sleep(0)
         log.info("stopped")
+
+
+def _in_flight(client: ClientConn) -> bool:
+    """Has ``client`` a query queued or running, or a transaction open?"""
+    if client.state == WAITING:
+        return True
+    server = client.server
+    if server is None or client.state == CLOSED:
+        return False
+    return server.pending > 0 or server.status != READY_IDLE_STATUS or client.open_ext

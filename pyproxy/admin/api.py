@@ -9,9 +9,10 @@ import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote, urlsplit
 
+from pyproxy.admin import pausing
 from pyproxy.admin.http import Request, Response, error_response, json_response
 from pyproxy.admin.metrics import render as render_metrics
 from pyproxy.admin.store import StateStore, StateStoreError
@@ -21,6 +22,8 @@ log = logging.getLogger("pyproxy.admin")
 
 IDENT_MAX_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 NOT_FOUND = "The resource you requested could not be found."
+CLUSTER_SHAPE = ["v2", "databases", "*"]
+POOL_SHAPE = ["v2", "databases", "*", "pools", "*"]
 
 
 class PoolManagerApi(Protocol):
@@ -95,7 +98,7 @@ class AdminApi:
         if segments == ["metrics"]:
             return await self._dispatch(req, {"GET": self.metrics}, [])
         args = [unquote(s, errors="replace") for s in segments]
-        shape = [s if i in (0, 1, 3) else "*" for i, s in enumerate(args)]
+        shape = [s if i in (0, 1, 3, 5) else "*" for i, s in enumerate(args)]
         routes: dict[str, Route] | None = None
         if shape == ["v2", "databases", "*"]:
             routes = {"GET": self.get_cluster}
@@ -103,6 +106,10 @@ class AdminApi:
             routes = {"GET": self.list_pools, "POST": self.create_pool}
         elif shape == ["v2", "databases", "*", "pools", "*"]:
             routes = {"GET": self.get_pool, "PUT": self.update_pool, "DELETE": self.delete_pool}
+        elif shape[-1:] == ["pause"] and shape[:-1] in (CLUSTER_SHAPE, POOL_SHAPE):
+            routes = {"POST": self.pause}
+        elif shape[-1:] == ["resume"] and shape[:-1] in (CLUSTER_SHAPE, POOL_SHAPE):
+            routes = {"POST": self.resume}
         if routes is None:
             return error_response(404, NOT_FOUND, req.request_id)
         return await self._dispatch(req, routes, args[2::2])
@@ -142,6 +149,28 @@ class AdminApi:
 
     async def openapi_doc(self, req: Request, args: list[str]) -> Response:
         return Response(200, self.openapi, [("content-type", "application/json; charset=utf-8")])
+
+    async def pause(self, req: Request, args: list[str]) -> Response:
+        names = self._pause_names(args)
+        if names is None:
+            return error_response(404, NOT_FOUND, req.request_id)
+        return await pausing.pause(cast(pausing.PauseManager, self.manager), names, req)
+
+    async def resume(self, req: Request, args: list[str]) -> Response:
+        names = self._pause_names(args)
+        if names is None:
+            return error_response(404, NOT_FOUND, req.request_id)
+        return pausing.resume(cast(pausing.PauseManager, self.manager), names, req)
+
+    def _pause_names(self, args: list[str]) -> list[str] | None:
+        """The pool named in the path, or every pool of the cluster; None if not found."""
+        if len(args) == 2:
+            found = self._find(args)
+            return None if found is None else [found[1].name]
+        cluster = self.manager.cluster(args[0])
+        if cluster is None:
+            return None
+        return [p.name for p in self.manager.pool_configs(cluster.id)]
 
     async def get_cluster(self, req: Request, args: list[str]) -> Response:
         cluster = self.manager.cluster(args[0])

@@ -296,6 +296,78 @@ PATHS: dict[str, Any] = {
 }
 
 
+PAUSE_BODY = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "timeout_seconds": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "default": 30,
+                        "description": "How long to wait for running transactions.",
+                    }
+                },
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+_NAMES = {"type": "array", "items": {"type": "string"}}
+
+
+def _pause_path(scope: str, params: list[dict[str, Any]], op_scope: str) -> dict[str, Any]:
+    return {
+        "parameters": params,
+        "post": {
+            "operationId": f"databases_pause_{op_scope}",
+            "summary": f"Pause {scope}: let running transactions finish, then hold new queries",
+            "description": (
+                "New queries wait in the queue (query_wait_timeout does not run while paused) "
+                "until resume; transactions already running finish, then idle server "
+                "connections are closed. Session-mode clients keep their server until they "
+                "leave. If the transactions do not finish within timeout_seconds, the pause is "
+                "undone and 503 returned. Nothing is lost."
+            ),
+            "requestBody": PAUSE_BODY,
+            "responses": {
+                "200": _json(_object("paused", _NAMES), "The pools now paused."),
+                "400": ERRORS_WRITE["400"],
+                **ERRORS_READ,
+                "503": _error("Transactions were still running at the timeout; pause undone."),
+            },
+        },
+    }
+
+
+def _resume_path(scope: str, params: list[dict[str, Any]], op_scope: str) -> dict[str, Any]:
+    return {
+        "parameters": params,
+        "post": {
+            "operationId": f"databases_resume_{op_scope}",
+            "summary": f"Resume {scope}: serve the queries held by pause",
+            "responses": {
+                "200": _json(_object("resumed", _NAMES), "The pools resumed."),
+                **ERRORS_READ,
+            },
+        },
+    }
+
+
+_CLUSTER = "/v2/databases/{database_cluster_uuid}"
+_POOL = "/v2/databases/{database_cluster_uuid}/pools/{pool_name}"
+PATHS.update(
+    {
+        f"{_CLUSTER}/pause": _pause_path("every pool of a cluster", [CLUSTER_PARAM], "cluster"),
+        f"{_CLUSTER}/resume": _resume_path("every pool of a cluster", [CLUSTER_PARAM], "cluster"),
+        f"{_POOL}/pause": _pause_path("a pool", [CLUSTER_PARAM, POOL_PARAM], "connectionPool"),
+        f"{_POOL}/resume": _resume_path("a pool", [CLUSTER_PARAM, POOL_PARAM], "connectionPool"),
+    }
+)
+
+
 def document(auth: bool = True, cluster_ids: Sequence[str] = ()) -> dict[str, Any]:
     """The OpenAPI document as a dict.
 

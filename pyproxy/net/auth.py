@@ -35,7 +35,6 @@ class ClientAuth:
         self.salt = b""
         self.scram: ScramServer | None = None
         self.step = 0
-        self.timer: asyncio.TimerHandle | None = None  # client_login_timeout: see ProxyState
 
     def _failed(self) -> PgError:
         return PgError(

@@ -75,6 +75,7 @@ class ClientConn(asyncio.Protocol):
         self._tail = b""
         self._skip = 0
         self._discard = 0  # bytes of a cut CopyData to drop (see pyproxy.net.copyflow)
+        self._copy_syncs = 0  # Syncs since the last Execute: ignored if it started a COPY IN
         self.stmts: dict[bytes, Any] = {}  # client statement name -> shared Statement
         self.replay: dict[str, str] = {}  # SET name = value re-applied on every server
         self.track = False  # rewrite named prepared statements (transaction/statement mode)
@@ -94,6 +95,7 @@ class ClientConn(asyncio.Protocol):
         self.state = CLOSED
         self.proxy.clients.discard(self)
         self.proxy.cancel_keys.pop(self.key, None)
+        self.proxy.login_done(self)
         pool = self.pool
         if pool is not None:
             pool.clients.discard(self)
@@ -104,8 +106,6 @@ class ClientConn(asyncio.Protocol):
         self.server = None
         if server is not None and not server.closed:
             self._give_back(server, client_gone=True)
-        if self.auth is not None and self.auth.timer is not None:
-            self.auth.timer.cancel()
 
     def _give_back(self, server: ServerConn, client_gone: bool = False) -> None:
         """Return a server to its pool: clean ones at once, dirty ones rolled back or closed."""
@@ -473,6 +473,7 @@ class ClientConn(asyncio.Protocol):
         if not pending:
             self.query_start = time.monotonic()
         open_ext = self.open_ext
+        copy_syncs = self._copy_syncs
         limit = server.max_packet
         track = self.track
         sts = server.stmts
@@ -491,11 +492,18 @@ class ClientConn(asyncio.Protocol):
                     break
                 pending += 1
                 seg += 1
+                copy_syncs = 0
             elif t == 83 or t == 70:  # Sync, FunctionCall
                 pending += 1
                 seg += 1
                 if t == 83:
                     open_ext = False
+                    copy_syncs += 1
+            elif t == 99 or t == 102:  # CopyDone, CopyFail
+                # PostgreSQL ignored the Syncs sent after the Execute that started this COPY.
+                pending -= copy_syncs
+                seg -= copy_syncs
+                copy_syncs = 0
             elif t == 88:  # Terminate: the server stays ours to reuse
                 break
             elif (
@@ -523,10 +531,13 @@ class ClientConn(asyncio.Protocol):
                     break
             elif t in (80, 66, 68, 69, 67):  # Parse, Bind, Describe, Execute, Close
                 open_ext = True
+                if t == 69:
+                    copy_syncs = 0
             off = end
         server.pending = pending
         sts.sent_seg = seg
         self.open_ext = open_ext
+        self._copy_syncs = copy_syncs
         if n - off >= 5 and off + 1 + _unpack_len(data, off + 1)[0] <= n:
             forward_slow(self, server, data, off)  # a whole message needs more than counting
             return
@@ -591,8 +602,9 @@ class ClientConn(asyncio.Protocol):
             self.fatal(PgError(err.sqlstate, err.message, fatal=True, detail=err.detail))
             return
         pending = server.pending
-        if pending <= 0 and server.status != 73:
-            # The client believes it is inside a transaction that no longer exists.
+        if (pending <= 0 and server.status != 73) or self.open_ext or self._tail:
+            # The client believes it is inside a transaction that no longer exists, or waits
+            # for replies to an extended-protocol batch not yet closed by Sync.
             self.fatal(PgError(err.sqlstate, err.message, fatal=True, detail=err.detail))
             return
         self.state = READY

@@ -72,6 +72,7 @@ def _message(
 ) -> None:
     sts = server.stmts
     if t == 81:  # Query
+        client._copy_syncs = 0
         _query(client, server, data, off, end, out)
         return
     if t == 83 or t == 70:  # Sync, FunctionCall
@@ -79,10 +80,19 @@ def _message(
         sts.sent_seg += 1
         if t == 83:
             client.open_ext = False
+            client._copy_syncs += 1
+        out.append(data[off:end])
+        return
+    if t == 99 or t == 102:  # CopyDone, CopyFail: Syncs sent during COPY IN were ignored
+        server.pending -= client._copy_syncs
+        sts.sent_seg -= client._copy_syncs
+        client._copy_syncs = 0
         out.append(data[off:end])
         return
     if t in (80, 66, 68, 69, 67):
         client.open_ext = True
+        if t == 69:
+            client._copy_syncs = 0
     if t == 80:  # Parse
         _parse(client, server, data[off + 5 : end], data[off:end], out)
         return

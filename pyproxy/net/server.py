@@ -269,6 +269,11 @@ class ServerConn(asyncio.Protocol):
             if t == 69:
                 fields = m.parse_fields(data[off + 5 : end])
                 log.info("[s%d] idle server said: %s %s", self.id, fields.get("C"), fields.get("M"))
+                if fields.get("S") in ("FATAL", "PANIC"):
+                    # PostgreSQL is closing it (e.g. pg_terminate_backend): out of the pool now,
+                    # before the connection's end arrives and a client could be given it.
+                    self.close("server sent FATAL while idle")
+                    return
             off = end
         self._tail = data[off:]
 

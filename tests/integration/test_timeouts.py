@@ -1,0 +1,242 @@
+"""Timeouts: each fires with its own error, only when it should, set globally or per pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import psycopg
+import pytest
+
+from tests.support.pgcluster import APP_DB, PgServer
+from tests.support.proxy import (
+    SCRAM_USER,
+    SUPERUSER,
+    SUPERUSER_PASSWORD,
+    backends,
+    pool_entry,
+    running_proxy,
+    wait_backends,
+)
+
+BOUND = 3.0  # seconds within which a timeout set to a fraction of a second must have fired
+
+
+async def admin_conn(pg: PgServer) -> asyncpg.Connection:
+    return await asyncpg.connect(pg.dsn(SUPERUSER, SUPERUSER_PASSWORD, APP_DB))
+
+
+async def test_query_wait_timeout_notices_then_fails_the_queued_client(pg: PgServer) -> None:
+    pool = pool_entry(size=1, query_wait_timeout=0.6, query_wait_notify=0.2)
+    async with running_proxy(pg, [pool]) as proxy:
+        holder = await proxy.asyncpg()
+        waiter = await psycopg.AsyncConnection.connect(proxy.dsn(), autocommit=True)
+        notices: list[str] = []
+        waiter.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        tx = holder.transaction()
+        await tx.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as info:
+            await waiter.execute("SELECT 1")
+        waited = time.monotonic() - started
+        assert info.value.sqlstate == "57P03"
+        assert "query_wait_timeout" in str(info.value)
+        assert 0.5 <= waited < BOUND
+        assert any("No server connection available" in n for n in notices), notices
+        await tx.rollback()
+        await holder.close()
+        await waiter.close()
+
+
+async def test_query_wait_timeout_spares_a_client_served_in_time(pg: PgServer) -> None:
+    pool = pool_entry(size=1, query_wait_timeout=1.0, query_wait_notify=0)
+    async with running_proxy(pg, [pool]) as proxy:
+        holder = await proxy.asyncpg()
+        waiter = await proxy.asyncpg()
+        tx = holder.transaction()
+        await tx.start()
+        query = asyncio.ensure_future(waiter.fetchval("SELECT 7"))
+        await asyncio.sleep(0.3)
+        await tx.commit()
+        assert await query == 7
+        await holder.close()
+        await waiter.close()
+
+
+async def test_client_login_timeout_ends_a_client_that_never_logs_in(pg: PgServer) -> None:
+    async with running_proxy(pg, [pool_entry()], proxy={"client_login_timeout": 0.3}) as proxy:
+        loop = asyncio.get_running_loop()
+        silent = socket.create_connection((proxy.host, proxy.port))
+        half = socket.create_connection((proxy.host, proxy.port))
+        try:
+            body = b"user\x00" + SCRAM_USER.encode() + b"\x00database\x00testpool\x00\x00"
+            half.sendall(struct.pack("!II", 8 + len(body), 196608) + body)
+            for sock in (silent, half):
+                sock.setblocking(False)
+                started = time.monotonic()
+                got = b""
+                while True:
+                    chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), BOUND)
+                    if not chunk:
+                        break
+                    got += chunk
+                assert time.monotonic() - started < BOUND
+                assert b"client_login_timeout" in got
+        finally:
+            silent.close()
+            half.close()
+        conn = await proxy.asyncpg()
+        await asyncio.sleep(0.5)
+        assert await conn.fetchval("SELECT 1") == 1, "a logged-in client is not affected"
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def black_hole() -> AsyncIterator[int]:
+    """A TCP port that accepts connections and never says a word."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+
+
+async def test_server_connect_timeout_reports_a_server_that_never_answers(pg: PgServer) -> None:
+    async with (
+        black_hole() as port,
+        running_proxy(
+            pg,
+            [pool_entry(server_connect_timeout=0.3)],
+            cluster={"port": port},
+        ) as proxy,
+    ):
+        started = time.monotonic()
+        with pytest.raises(asyncpg.PostgresError) as info:
+            await proxy.asyncpg()
+        assert time.monotonic() - started < BOUND
+        assert info.value.sqlstate == "08001"
+        assert "server_connect_timeout" in str(info.value)
+
+
+async def test_idle_transaction_timeout_ends_an_idle_transaction_only(pg: PgServer) -> None:
+    pool = pool_entry(size=1, idle_transaction_timeout=0.4)
+    async with running_proxy(pg, [pool]) as proxy:
+        admin = await admin_conn(pg)
+        busy = await psycopg.AsyncConnection.connect(proxy.dsn())
+        await busy.execute("SELECT pg_sleep(0.9)")
+        await busy.execute("SELECT 2")
+        await busy.commit()
+        idle = await psycopg.AsyncConnection.connect(proxy.dsn())
+        await idle.execute("CREATE TEMP TABLE left_behind (x int)")
+        await asyncio.sleep(0.8)
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout) as info:
+            await idle.execute("SELECT 1")
+        assert info.value.sqlstate == "25P03"
+        assert "idle_transaction_timeout" in str(info.value)
+        await wait_backends(admin, SCRAM_USER, states=["idle in transaction"], timeout=BOUND)
+        cur = await busy.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'left_behind'")
+        assert await cur.fetchone() == (0,)
+        await busy.close()
+        await admin.close()
+
+
+async def test_query_timeout_kills_a_long_query_and_its_backend_work(pg: PgServer) -> None:
+    async with running_proxy(pg, [pool_entry(size=2, query_timeout=0.4)]) as proxy:
+        admin = await admin_conn(pg)
+        conn = await psycopg.AsyncConnection.connect(proxy.dsn(), autocommit=True)
+        await conn.execute("SELECT pg_sleep(0.1)")
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled) as info:
+            await conn.execute("SELECT pg_sleep(5)")
+        assert time.monotonic() - started < BOUND
+        assert "query_timeout" in str(info.value)
+        rows = await wait_backends(admin, SCRAM_USER, states=["active"], timeout=BOUND)
+        assert not [r for r in rows if "pg_sleep" in (r["query"] or "")]
+        await admin.close()
+
+
+async def test_transaction_timeout_ends_a_long_transaction_not_a_short_one(pg: PgServer) -> None:
+    async with running_proxy(pg, [pool_entry(size=1, transaction_timeout=0.5)]) as proxy:
+        short = await proxy.asyncpg()
+        for _ in range(3):
+            async with short.transaction():
+                await short.fetchval("SELECT pg_sleep(0.1)")
+        long = await psycopg.AsyncConnection.connect(proxy.dsn())
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.TransactionTimeout) as info:
+            for _ in range(30):
+                await long.execute("SELECT pg_sleep(0.1)")
+        assert time.monotonic() - started < BOUND
+        assert "transaction_timeout" in str(info.value)
+        assert await short.fetchval("SELECT 3") == 3
+        await short.close()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+async def test_client_idle_timeout_closes_an_idle_client_only(pg: PgServer, mode: str) -> None:
+    pool = pool_entry(size=2, mode=mode, client_idle_timeout=0.4)
+    async with running_proxy(pg, [pool]) as proxy:
+        active = await proxy.asyncpg()
+        idle = await psycopg.AsyncConnection.connect(proxy.dsn(), autocommit=True)
+        await idle.execute("SELECT 1")
+        for _ in range(8):
+            assert await active.fetchval("SELECT 1") == 1
+            await asyncio.sleep(0.1)
+        with pytest.raises(psycopg.errors.IdleSessionTimeout) as info:
+            await idle.execute("SELECT 1")
+        assert "client_idle_timeout" in str(info.value)
+        assert not active.is_closed()
+        await active.close()
+
+
+async def test_server_idle_timeout_closes_idle_servers(pg: PgServer) -> None:
+    async with running_proxy(pg, [pool_entry(size=3, server_idle_timeout=0.3)]) as proxy:
+        admin = await admin_conn(pg)
+        conns = [await proxy.asyncpg() for _ in range(3)]
+        await asyncio.gather(*(c.fetchval("SELECT pg_sleep(0.1)") for c in conns))
+        assert len(await backends(admin, SCRAM_USER)) == 3
+        await wait_backends(admin, SCRAM_USER, at_most=0, timeout=BOUND)
+        assert await conns[0].fetchval("SELECT 5") == 5, "a new server is opened on demand"
+        for c in conns:
+            await c.close()
+        await admin.close()
+
+
+async def test_server_lifetime_closes_at_release_never_mid_transaction(pg: PgServer) -> None:
+    async with running_proxy(pg, [pool_entry(size=1, server_lifetime=0.3)]) as proxy:
+        admin = await admin_conn(pg)
+        conn = await proxy.asyncpg()
+        async with conn.transaction():
+            first = await conn.fetchval("SELECT pg_backend_pid()")
+            await asyncio.sleep(0.8)
+            assert await conn.fetchval("SELECT pg_backend_pid()") == first
+        deadline = time.monotonic() + BOUND
+        while first in {r["pid"] for r in await backends(admin, SCRAM_USER)}:
+            assert time.monotonic() < deadline, "the expired server was not closed"
+            await asyncio.sleep(0.02)
+        assert await conn.fetchval("SELECT pg_backend_pid()") != first
+        await conn.close()
+        await admin.close()
+
+
+async def test_a_global_timeout_applies_unless_a_pool_overrides_it(pg: PgServer) -> None:
+    pools = [pool_entry("inherits", size=1), pool_entry("overrides", size=1, query_timeout=0)]
+    async with running_proxy(pg, pools, proxy={"query_timeout": 0.3}) as proxy:
+        strict = await proxy.asyncpg("inherits")
+        lenient = await proxy.asyncpg("overrides")
+        with pytest.raises(asyncpg.PostgresError, match="query_timeout"):
+            await strict.fetchval("SELECT pg_sleep(2)")
+        assert await lenient.fetchval("SELECT 1 FROM pg_sleep(0.8)") == 1
+        await lenient.close()
