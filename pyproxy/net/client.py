@@ -44,6 +44,44 @@ WAIT_BUFFER = 256 * 1024  # bytes a queued client may send before pyproxy stops 
 class ClientConn(asyncio.Protocol):
     """An application connection; linked to a server only while the pool mode requires."""
 
+    __slots__ = (
+        "_copy_syncs",
+        "_discard",
+        "_paused_server",
+        "_skip",
+        "_tail",
+        "auth",
+        "connected_at",
+        "database",
+        "framer",
+        "id",
+        "inspect",
+        "key",
+        "last_active",
+        "mode",
+        "notified",
+        "open_ext",
+        "params",
+        "peer",
+        "pending_data",
+        "pool",
+        "proxy",
+        "query_start",
+        "reading_paused",
+        "replay",
+        "server",
+        "session_mode",
+        "startup",
+        "state",
+        "statement_mode",
+        "stmts",
+        "track",
+        "transport",
+        "user",
+        "wait_since",
+        "xact_start",
+    )
+
     def __init__(self, state: ProxyState) -> None:
         self.id = next(_ids)
         self.proxy = state

@@ -39,6 +39,40 @@ _ids = iter(range(1, 1 << 62))
 class ServerConn(asyncio.Protocol):
     """A logged-in server connection that relays to at most one linked client at a time."""
 
+    __slots__ = (
+        "_after_swallow",
+        "_fatal",
+        "_framer",
+        "_login",
+        "_paused_client",
+        "_scram",
+        "_skip",
+        "_swallow_error",
+        "_tail",
+        "client",
+        "closed",
+        "created",
+        "id",
+        "idle_since",
+        "link_gen",
+        "max_packet",
+        "param_names",
+        "params",
+        "pending",
+        "pid",
+        "pool",
+        "ready_at",
+        "replayed",
+        "secret",
+        "stale",
+        "state",
+        "status",
+        "stmts",
+        "tracked_keys",
+        "tracked_values",
+        "transport",
+    )
+
     def __init__(
         self, pool: Pool, *, max_packet: int, tracked: frozenset[str] = frozenset()
     ) -> None:

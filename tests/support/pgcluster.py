@@ -2,6 +2,8 @@
 
 from pyproxy.testing.pgcluster import (
     APP_DB,
+    DSN_ENV,
+    LOGIN_KINDS,
     USERS,
     PgServer,
     find_server_bindir,
@@ -12,6 +14,8 @@ from pyproxy.testing.pgcluster import (
 
 __all__ = [
     "APP_DB",
+    "DSN_ENV",
+    "LOGIN_KINDS",
     "USERS",
     "PgServer",
     "find_server_bindir",
