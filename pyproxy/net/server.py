@@ -288,40 +288,40 @@ class ServerConn(asyncio.Protocol):
         elif state == IDLE:
             self._idle_data(data)
 
-    def _idle_data(self, data: bytes) -> None:
-        """An unlinked server spoke: usually a FATAL before PostgreSQL closes it."""
+    def _messages(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
+        """Whole messages of the kept tail + ``data`` as (type, start, end); the rest is kept."""
         if self._tail:
             data = self._tail + data
-            self._tail = b""
+        found = []
         off = 0
         n = len(data)
         while n - off >= 5:
-            t = data[off]
             end = off + 1 + _unpack_len(data, off + 1)[0]
             if end > n:
                 break
-            if t == 69:
-                fields = m.parse_fields(data[off + 5 : end])
-                log.info("[s%d] idle server said: %s %s", self.id, fields.get("C"), fields.get("M"))
-                if fields.get("S") in ("FATAL", "PANIC"):
-                    # PostgreSQL is closing it (e.g. pg_terminate_backend): out of the pool now,
-                    # before the connection's end arrives and a client could be given it.
-                    self.close("server sent FATAL while idle")
-                    return
+            found.append((data[off], off, end))
             off = end
         self._tail = data[off:]
+        return data, found
+
+    def _idle_data(self, data: bytes) -> None:
+        """An unlinked server spoke: usually a FATAL before PostgreSQL closes it."""
+        data, found = self._messages(data)
+        for t, off, end in found:
+            if t != 69:
+                continue
+            fields = m.parse_fields(data[off + 5 : end])
+            log.info("[s%d] idle server said: %s %s", self.id, fields.get("C"), fields.get("M"))
+            if fields.get("S") in ("FATAL", "PANIC"):
+                # PostgreSQL is closing it (e.g. pg_terminate_backend): out of the pool now,
+                # before the connection's end arrives and a client could be given it.
+                self.close("server sent FATAL while idle")
+                return
 
     def _swallowed(self, data: bytes) -> None:
-        if self._tail:
-            data = self._tail + data
-            self._tail = b""
-        off = 0
-        n = len(data)
-        while n - off >= 5:
-            t = data[off]
-            end = off + 1 + _unpack_len(data, off + 1)[0]
-            if end > n:
-                break
+        """Responses to pyproxy's own query (parameter sync, reset, check, rollback)."""
+        data, found = self._messages(data)
+        for t, off, end in found:
             if t == 90:
                 self.status = data[end - 1]
                 self._tail = data[end:]
@@ -339,8 +339,6 @@ class ServerConn(asyncio.Protocol):
                     self.client.params[key] = value
             elif t == 69 and self._swallow_error is None:
                 self._swallow_error = m.parse_fields(data[off + 5 : end])
-            off = end
-        self._tail = data[off:]
 
     def _relay(self, data: bytes) -> None:
         """Hot path: forward to the client, watching ReadyForQuery, ParameterStatus, errors."""
