@@ -38,6 +38,7 @@ _unpack_len = struct.Struct("!I").unpack_from
 STARTUP, AUTH, LOGIN, READY, WAITING, LINKED, CLOSED = range(7)
 _STATEMENT_BLOCK = "transaction blocks not allowed in statement pooling mode"
 _ids = iter(range(1, 1 << 62))
+LARGE_MESSAGE = 64 * 1024  # incomplete messages above this size are collected without copies
 WAIT_BUFFER = 256 * 1024  # bytes a queued client may send before pyproxy stops reading it
 
 
@@ -47,6 +48,7 @@ class ClientConn(asyncio.Protocol):
     __slots__ = (
         "_copy_syncs",
         "_discard",
+        "_need",
         "_paused_server",
         "_skip",
         "_tail",
@@ -110,7 +112,8 @@ class ClientConn(asyncio.Protocol):
         self.reading_paused = False
         self._paused_server: ServerConn | None = None
         self.peer = ""
-        self._tail = b""
+        self._tail: bytes | bytearray = b""
+        self._need = 0
         self._skip = 0
         self._discard = 0  # bytes of a cut CopyData to drop (see pyproxy.net.copyflow)
         self._copy_syncs = 0  # Syncs since the last Execute: ignored if it started a COPY IN
@@ -217,7 +220,9 @@ class ClientConn(asyncio.Protocol):
             self._forward(data)
             return
         if state == READY and is_copy_leftover(self._tail or data, self._discard):
-            data, self._discard, self._tail = drop_copy_leftovers(self._tail + data, self._discard)
+            data, self._discard, self._tail = drop_copy_leftovers(
+                bytes(self._tail) + data, self._discard
+            )
             if not data:
                 return
         if state == READY and self._link_idle(data):
@@ -440,8 +445,10 @@ class ClientConn(asyncio.Protocol):
     def _request(self, data: bytes) -> None:
         """A request while no server is linked: queue it and ask the pool for a server."""
         if self._tail:
-            data = self._tail + data
-            self._tail = b""
+            joined = self._joined(data)
+            if joined is None:
+                return
+            data = joined
         if self.statement_mode and data[:1] == b"Q" and _starts_transaction(data):
             self._error_ready(PgError(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
             return
@@ -503,8 +510,10 @@ class ClientConn(asyncio.Protocol):
             data = data[skip:]
             self._skip = 0
         elif self._tail:
-            data = self._tail + data
-            self._tail = b""
+            joined = self._joined(data)
+            if joined is None:
+                return
+            data = joined
         n = len(data)
         off = 0
         pending = server.pending
@@ -584,9 +593,32 @@ class ClientConn(asyncio.Protocol):
                 self._skip = off + 1 + _unpack_len(data, off + 1)[0] - n
                 off = n
             else:
-                self._tail = data[off:]
+                self._keep(data, off)
         if off:
             st.write(data if off == n else data[:off])
+
+    def _keep(self, data: bytes, off: int) -> None:
+        """Keep an incomplete message; a large one grows in place until it is whole."""
+        rest = data[off:]
+        if len(rest) >= 5:
+            need = 1 + _unpack_len(rest, 1)[0]
+            if need > LARGE_MESSAGE:
+                self._tail = bytearray(rest)
+                self._need = need
+                return
+        self._tail = rest
+
+    def _joined(self, data: bytes) -> bytes | None:
+        """The kept incomplete message followed by ``data``; None while a large one is short."""
+        tail = self._tail
+        if type(tail) is bytearray:
+            tail += data
+            if len(tail) < self._need:
+                return None
+            self._tail = b""
+            return bytes(tail)
+        self._tail = b""
+        return tail + data
 
     def _bad_length(self, t: int, ln: int) -> None:
         err = PgError(

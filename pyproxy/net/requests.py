@@ -56,7 +56,7 @@ def forward_slow(client: ClientConn, server: ServerConn, data: bytes, off: int) 
             out.append(data[off:end])  # malformed: PostgreSQL answers with its own error
         off = end
     if off < n:
-        client._tail = data[off:]
+        client._keep(data, off)
     if out:
         st.write(b"".join(out))
 
