@@ -490,8 +490,9 @@ class ClientConn(asyncio.Protocol):
         if self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()
-        data = b"".join(self.pending_data)
-        self.pending_data.clear()
+        queued = self.pending_data
+        data = queued[0] if len(queued) == 1 else b"".join(queued)
+        queued.clear()
         if data:
             self._forward(data)
 

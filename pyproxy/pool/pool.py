@@ -152,8 +152,7 @@ class Pool:
                 self.active.add(server)
                 client.on_server(server)
                 return
-        if self._failing_fast():
-            assert self.last_error is not None
+        if self.last_error is not None and self._failing_fast():
             client.on_wait_error(self.last_error)
             return
         client.wait_since = time.monotonic()
