@@ -100,6 +100,7 @@ class Pool:
             "session_state_errors": 0,
         }
         self.wait_counts = [0] * (len(WAIT_BOUNDS) + 1)  # histogram of queue waits
+        self.checking: set[Any] = set()  # active servers running the health check
         self._last_lifetime_close = 0.0
 
     # ---- properties -------------------------------------------------------------------------
@@ -147,6 +148,7 @@ class Pool:
                     continue
                 if self._needs_check(server):
                     self.active.add(server)
+                    self.checking.add(server)
                     server.check()
                     break
                 self.active.add(server)
@@ -159,6 +161,8 @@ class Pool:
         client.notified = False
         self.waiters.append(client)
         self.stats["wait_count"] += 1
+        if self.idle:
+            self._serve_waiters()  # idle servers left while others are being checked
         self._grow()
 
     def _needs_check(self, server: Any) -> bool:
@@ -180,13 +184,13 @@ class Pool:
 
     def _grow(self) -> None:
         """Open servers in parallel: one per waiting client, up to the pool's limit."""
-        if self.paused or self.deleted or self.connecting >= len(self.waiters):
+        if self.paused or self.deleted or self.connecting + len(self.checking) >= len(self.waiters):
             return
         full = len(self.idle) + len(self.active) + self.connecting >= self.cfg.size
         if full and not self.cfg.settings.reserve_pool_size:
             return  # the common case under load: every server busy, no reserve
         limit = self.limit()
-        while self.connecting < len(self.waiters) and self.total < limit:
+        while self.connecting + len(self.checking) < len(self.waiters) and self.total < limit:
             self._launch()
 
     def _launch(self) -> None:
@@ -256,6 +260,8 @@ class Pool:
         """A clean server (idle in PostgreSQL, nothing pending) comes back."""
         active = self.active
         active.discard(server)
+        if self.checking:
+            self.checking.discard(server)
         if server.closed:
             self._grow()
             return
@@ -273,15 +279,39 @@ class Pool:
             self._grow()
             return
         if self.waiters and not self.paused:
-            client = self.waiters.popleft()
-            waited = now - client.wait_since
-            self.stats["wait_time"] += waited
-            self.wait_counts[bisect.bisect_left(WAIT_BOUNDS, waited)] += 1
-            self.active.add(server)
-            client.on_server(server)
+            self._hand_to_waiter(server, now)
             return
         server.idle_since = now
         self.idle.append(server)
+
+    def _hand_to_waiter(self, server: Any, now: float) -> None:
+        client = self.waiters.popleft()
+        waited = now - client.wait_since
+        self.stats["wait_time"] += waited
+        self.wait_counts[bisect.bisect_left(WAIT_BOUNDS, waited)] += 1
+        self.active.add(server)
+        client.on_server(server)
+
+    def _serve_waiters(self) -> None:
+        """Give idle servers to queued clients in arrival order; long-idle ones are checked first.
+
+        A server under check serves the head of the queue when the check ends, so at most one
+        check runs per waiting client.
+        """
+        if self.paused:
+            return
+        idle = self.idle
+        now = time.monotonic()
+        while idle and len(self.waiters) > len(self.checking):
+            server = idle.pop()
+            if server.closed:
+                continue
+            if self._needs_check(server):
+                self.active.add(server)
+                self.checking.add(server)
+                server.check()
+                continue
+            self._hand_to_waiter(server, now)
 
     def _expired(self, server: Any, now: float) -> bool:
         lifetime = self.settings.server_lifetime
@@ -304,6 +334,7 @@ class Pool:
     def discard(self, server: Any) -> None:
         """A server closed or died: forget it and open another if clients wait."""
         self.active.discard(server)
+        self.checking.discard(server)
         with contextlib.suppress(ValueError):
             self.idle.remove(server)
         self._grow()
@@ -335,6 +366,7 @@ class Pool:
                 elif waited < min(s.query_wait_timeout or waited, s.query_wait_notify or waited):
                     break
         if self.waiters:
+            self._serve_waiters()
             self._grow()
         keep = min(s.min_pool_size, self.cfg.size)
         if s.server_idle_timeout > 0 or s.server_lifetime > 0:
@@ -365,11 +397,7 @@ class Pool:
         now = time.monotonic()
         for client in self.waiters:  # time spent paused does not count against query_wait_timeout
             client.wait_since = now
-        while self.waiters and self.idle:
-            server = self.idle.pop()
-            if server.closed:
-                continue
-            self.release(server, fresh=True)
+        self._serve_waiters()
         self._grow()
 
     def cancel_waiter(self, client: Any) -> bool:
