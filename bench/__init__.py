@@ -1,0 +1,1 @@
+"""Benchmarks comparing pyproxy with direct PostgreSQL and PgBouncer (`python -m bench.run`)."""

@@ -1,0 +1,90 @@
+"""Bringing up a benchmark's world: a throwaway PostgreSQL with pgbench data and the proxies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.pgbench import init_pgbench
+from bench.procstat import maps_mention
+from bench.targets import PGBOUNCER_BIN, PgBouncerProcess, PyproxyProcess, Target
+from tests.support.pgcluster import DSN_ENV, USERS, PgServer, run_sql, start_postgres
+
+BENCH_DB = "pgbench"
+PG_SETTINGS = {"max_connections": "1200", "shared_buffers": "256MB"}
+
+
+@dataclass
+class Environment:
+    pg: PgServer
+    postgres_version: str
+    targets: dict[str, Target]
+    errors: list[str] = field(default_factory=list)
+    pyproxy_event_loop: str | None = None
+
+
+def _trust_hba(workdir: Path) -> Path:
+    """A pg_hba.conf trusting loopback, so direct connections authenticate like the proxies' do."""
+    path = workdir / "pg_hba.conf"
+    path.write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    shutil.chown(workdir, user="postgres", group="postgres")
+    shutil.chown(path, user="postgres", group="postgres")
+    workdir.chmod(0o755)
+    return path
+
+
+@contextmanager
+def environment(
+    scale: int,
+    pool_size: int,
+    log: Callable[[str], None],
+    pyproxy_args: tuple[str, ...] = (),
+    with_pgbouncer: bool = True,
+) -> Iterator[Environment]:
+    """PostgreSQL with pgbench data at `scale`, pyproxy and (when installed) PgBouncer."""
+    user, password = USERS["superuser"]
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        settings = dict(PG_SETTINGS)
+        if not os.environ.get(DSN_ENV):
+            settings["hba_file"] = str(_trust_hba(workdir))
+        log("starting PostgreSQL")
+        pg = start_postgres(settings)
+        stack.callback(pg.close)
+        version = run_sql(pg, "SHOW server_version").strip()
+        log(f"PostgreSQL {version} on port {pg.port}; loading pgbench data, scale {scale}")
+        run_sql(pg, f"DROP DATABASE IF EXISTS {BENCH_DB}")
+        run_sql(pg, f"CREATE DATABASE {BENCH_DB}")
+        init_pgbench(pg.host, pg.port, user, password, BENCH_DB, scale)
+        env = Environment(
+            pg, version, {"direct": Target("direct", pg.host, pg.port, user, password)}
+        )
+        pyproxy = PyproxyProcess(
+            workdir, pg.host, pg.port, user, password, pool_size, BENCH_DB, pyproxy_args
+        )
+        stack.callback(pyproxy.stop)
+        try:
+            env.targets["pyproxy"] = target = pyproxy.start()
+            env.pyproxy_event_loop = (
+                "uvloop" if maps_mention(target.pid or 0, "uvloop") else "asyncio"
+            )
+            log(f"pyproxy on port {target.port} (pid {target.pid}, {env.pyproxy_event_loop})")
+        except RuntimeError as exc:
+            env.errors.append(str(exc))
+            log(str(exc))
+        if with_pgbouncer and os.access(PGBOUNCER_BIN, os.X_OK):
+            bouncer = PgBouncerProcess(pg.host, pg.port, user, password, pool_size, BENCH_DB)
+            stack.callback(bouncer.stop)
+            try:
+                env.targets["pgbouncer"] = target = bouncer.start()
+                log(f"PgBouncer on port {target.port} (pid {target.pid})")
+            except RuntimeError as exc:
+                env.errors.append(str(exc))
+                log(str(exc))
+        yield env

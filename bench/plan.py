@@ -1,0 +1,80 @@
+"""The benchmark matrix: which (target, mode, protocol, clients) runs happen, in which order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROTOCOLS = ("simple", "extended", "prepared")
+CLIENTS = (10, 50, 200, 1000)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One pgbench run of the matrix; mode is None for direct PostgreSQL."""
+
+    target: str
+    mode: str | None
+    protocol: str
+    clients: int
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    modes: tuple[str, ...]
+    protocols: tuple[str, ...]
+    clients: tuple[int, ...]
+    extra_cells: tuple[tuple[str, str, int], ...] = ()  # (mode, protocol, clients) beyond the grid
+    pool_size: int = 20
+
+
+FULL = MatrixSpec(("transaction", "session", "statement"), PROTOCOLS, CLIENTS)
+QUICK = MatrixSpec(
+    ("transaction",),
+    ("simple", "extended"),
+    (10, 50, 200),
+    extra_cells=(("transaction", "simple", 1000),),
+)
+
+
+def session_clients(spec: MatrixSpec) -> tuple[int, ...]:
+    """Session mode holds a server per connected client, so it runs only up to the pool size."""
+    return tuple(sorted({c for c in spec.clients if c <= spec.pool_size} | {spec.pool_size}))
+
+
+def cells(spec: MatrixSpec) -> list[tuple[str, str, int]]:
+    """Every (mode, protocol, clients) cell of the matrix."""
+    found: list[tuple[str, str, int]] = []
+    for mode in spec.modes:
+        counts = session_clients(spec) if mode == "session" else spec.clients
+        found += [(mode, p, c) for p in spec.protocols for c in counts]
+    found += [cell for cell in spec.extra_cells if cell not in found]
+    return found
+
+
+def build_plan(
+    spec: MatrixSpec, proxies: tuple[str, ...], skip: set[tuple[str, str, str]]
+) -> list[Run]:
+    """Order the runs so targets of one cell run back to back, rotating who goes first.
+
+    Direct PostgreSQL has no pool mode: it runs once per (protocol, clients), interleaved with
+    the first mode cell of that group, and its figures serve every mode. `skip` holds
+    (target, mode, protocol) combinations a target cannot carry.
+    """
+    groups: dict[tuple[str, int], list[str]] = {}
+    for mode, protocol, clients in cells(spec):
+        groups.setdefault((protocol, clients), []).append(mode)
+    ordered = sorted(groups.items(), key=lambda item: (item[0][1], PROTOCOLS.index(item[0][0])))
+    runs: list[Run] = []
+    turn = 0
+    for (protocol, clients), modes in ordered:
+        for index, mode in enumerate(modes):
+            lineup: list[Run] = [Run("direct", None, protocol, clients)] if index == 0 else []
+            lineup += [
+                Run(name, mode, protocol, clients)
+                for name in proxies
+                if (name, mode, protocol) not in skip
+            ]
+            shift = turn % len(lineup)
+            runs += lineup[shift:] + lineup[:shift]
+            turn += 1
+    return runs

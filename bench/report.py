@@ -1,0 +1,389 @@
+"""Writing a benchmark's results: results.json, a markdown report and a bar chart."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+TARGET_LABELS = {"direct": "direct", "pyproxy": "pyproxy", "pgbouncer": "PgBouncer"}
+MODE_SHORT = {"transaction": "tx", "session": "session", "statement": "stmt"}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def find(
+    runs: Iterable[Row], target: str, mode: str | None, protocol: str, clients: int
+) -> Row | None:
+    for run in runs:
+        key = (run["target"], run["mode"], run["protocol"], run["clients"])
+        if key == (target, mode, protocol, clients):
+            return run
+    return None
+
+
+def summarize(runs: list[Row]) -> list[Row]:
+    """One row per (mode, protocol, clients) cell with the three targets side by side."""
+    seen: list[tuple[str, str, int]] = []
+    for run in runs:
+        cell = (run["mode"], run["protocol"], run["clients"])
+        if run["mode"] is not None and cell not in seen:
+            seen.append(cell)
+    rows = []
+    for mode, protocol, clients in seen:
+        direct = find(runs, "direct", None, protocol, clients) or {}
+        proxy = find(runs, "pyproxy", mode, protocol, clients) or {}
+        bouncer = find(runs, "pgbouncer", mode, protocol, clients) or {}
+        rows.append(
+            {
+                "mode": mode,
+                "protocol": protocol,
+                "clients": clients,
+                "direct_tps": direct.get("tps"),
+                "pgbouncer_tps": bouncer.get("tps"),
+                "pyproxy_tps": proxy.get("tps"),
+                "tps_pyproxy_vs_pgbouncer": ratio(proxy.get("tps"), bouncer.get("tps")),
+                "tps_pyproxy_vs_direct": ratio(proxy.get("tps"), direct.get("tps")),
+                "pgbouncer_cpu_us": bouncer.get("proxy_cpu_us_per_tx"),
+                "pyproxy_cpu_us": proxy.get("proxy_cpu_us_per_tx"),
+                "cpu_pyproxy_vs_pgbouncer": ratio(
+                    proxy.get("proxy_cpu_us_per_tx"), bouncer.get("proxy_cpu_us_per_tx")
+                ),
+                "pyproxy_failed": _failures(proxy) if proxy else None,
+            }
+        )
+    return rows
+
+
+def _failures(run: Row) -> int:
+    return (
+        int(run.get("failed") or 0)
+        + int(run.get("aborted_clients") or 0)
+        + (1 if run.get("error") else 0)
+    )
+
+
+def checks(results: Row) -> list[tuple[str, bool | None, str]]:
+    """The issue's acceptance figures: (what, passed or None when not measured, detail)."""
+    summary = summarize(results["runs"])
+    found: list[tuple[str, bool | None, str]] = []
+    gated = [
+        r
+        for r in summary
+        if r["mode"] == "transaction"
+        and r["protocol"] in ("simple", "extended")
+        and r["clients"] in (10, 50, 200)
+    ]
+    tps = [r["tps_pyproxy_vs_pgbouncer"] for r in gated]
+    found.append(
+        _check(
+            "pyproxy/PgBouncer TPS >= 0.9 (transaction, simple+extended, c=10/50/200)",
+            tps,
+            lambda v: v >= 0.9,
+        )
+    )
+    cpu = [r["cpu_pyproxy_vs_pgbouncer"] for r in gated]
+    found.append(_check("pyproxy CPU/tx <= 1.2x PgBouncer's (same cells)", cpu, lambda v: v <= 1.2))
+    measured = [r for r in results["runs"] + results.get("connection_rate", [])]
+    failed = sum(_failures(r) for r in measured)
+    found.append(
+        (
+            "0 failed transactions in every run",
+            failed == 0 if measured else None,
+            f"{failed} failed",
+        )
+    )
+    big = [r for r in results["runs"] if r["target"] == "pyproxy" and r["clients"] >= 1000]
+    big_ok = bool(big) and all(_failures(r) == 0 and r["transactions"] > 0 for r in big)
+    found.append(
+        (
+            "1,000 clients through a pool of 20 with 0 errors",
+            big_ok if big else None,
+            f"{len(big)} runs",
+        )
+    )
+    idle = [r for r in results.get("idle_rss", []) if r["target"] == "pyproxy"]
+    per_client = [r["bytes_per_client"] for r in idle]
+    found.append(
+        _check("<= 3 KB RSS per idle client (pyproxy)", per_client, lambda v: v <= 3072, "{:.0f} B")
+    )
+    conn = {r["target"]: r for r in results.get("connection_rate", [])}
+    rate = ratio(conn.get("pyproxy", {}).get("tps"), conn.get("direct", {}).get("tps"))
+    found.append(
+        _check("pgbench -C through pyproxy >= 5x direct", [rate], lambda v: v >= 5, "{:.1f}x")
+    )
+    return found
+
+
+def _check(
+    what: str, values: list[float | None], ok: Any, fmt: str = "{:.2f}"
+) -> tuple[str, bool | None, str]:
+    known = [v for v in values if v is not None]
+    if not known:
+        return (what, None, "not measured")
+    detail = ", ".join(fmt.format(v) for v in known)
+    return (what, all(ok(v) for v in known) and len(known) == len(values), detail)
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}".replace(",", " ")
+
+
+def _failed_cell(run: Row) -> str:
+    text = str(run.get("failed") or 0)
+    if run.get("aborted_clients"):
+        text += f" ({run['aborted_clients']} clients aborted)"
+    if run.get("error"):
+        text += " (error: " + str(run["error"]).splitlines()[-1].replace("|", "/")[:80] + ")"
+    return text
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def markdown(results: Row) -> str:
+    machine = results["machine"]
+    settings = results["settings"]
+    out = [
+        f"# pyproxy benchmark ({results['kind']} mode)",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Started {results['started']}, took {results['elapsed_s'] / 60:.1f} min.",
+        "",
+        "## Machine",
+        "",
+        f"- {machine['nproc']} CPUs: {machine['cpu_model']}; {machine['ram_gib']} GiB RAM; "
+        f"kernel {machine['kernel']}; {machine.get('os') or ''}",
+        f"- PostgreSQL {machine['postgresql']}; {machine['pgbench']}; "
+        f"{machine.get('pgbouncer') or 'PgBouncer not installed'}",
+        f"- Python {machine['python']}; uvloop {machine.get('uvloop') or 'not installed'}; "
+        f"pyproxy event loop: {results.get('pyproxy_event_loop') or 'unknown'}",
+        "",
+        "## Settings",
+        "",
+        f"pgbench -S (select-only), scale {settings['scale']}, -j 2, "
+        f"{settings['duration_s']} s per run, pool size {settings['pool_size']}; pgbench, "
+        "PostgreSQL and the proxy share the machine's CPUs.",
+        "",
+        *[f"- {note}" for note in results.get("notes", [])],
+        "",
+    ]
+    out += ["## Acceptance figures", ""]
+    for what, passed, detail in checks(results):
+        mark = {True: "PASS", False: "FAIL", None: "n/a"}[passed]
+        out.append(f"- **{mark}** {what}: {detail}")
+    out += ["", "## pyproxy against PgBouncer and direct", ""]
+    out += _table(
+        [
+            "mode",
+            "protocol",
+            "clients",
+            "direct TPS",
+            "PgBouncer TPS",
+            "pyproxy TPS",
+            "pyproxy/PgBouncer TPS",
+            "pyproxy/direct TPS",
+            "PgBouncer CPU µs/tx",
+            "pyproxy CPU µs/tx",
+            "pyproxy/PgBouncer CPU",
+        ],
+        [
+            [
+                r["mode"],
+                r["protocol"],
+                str(r["clients"]),
+                _num(r["direct_tps"]),
+                _num(r["pgbouncer_tps"]),
+                _num(r["pyproxy_tps"]),
+                _num(r["tps_pyproxy_vs_pgbouncer"], 2),
+                _num(r["tps_pyproxy_vs_direct"], 2),
+                _num(r["pgbouncer_cpu_us"], 1),
+                _num(r["pyproxy_cpu_us"], 1),
+                _num(r["cpu_pyproxy_vs_pgbouncer"], 2),
+            ]
+            for r in summarize(results["runs"])
+        ],
+    )
+    out += ["", "## Every run (in the order run)", ""]
+    out += _table(
+        [
+            "target",
+            "mode",
+            "protocol",
+            "clients",
+            "TPS",
+            "avg ms",
+            "p99 ms",
+            "failed",
+            "proxy CPU µs/tx",
+            "machine CPU µs/tx",
+            "pyproxy/PgBouncer TPS",
+            "pyproxy/direct TPS",
+            "pyproxy/PgBouncer CPU",
+        ],
+        [_run_row(run, results["runs"]) for run in results["runs"]],
+    )
+    out += _connection_section(results) + _idle_section(results)
+    if results.get("errors"):
+        out += ["", "## Errors", "", *[f"- {e}" for e in results["errors"]]]
+    return "\n".join(out) + "\n"
+
+
+def _run_row(run: Row, runs: list[Row]) -> list[str]:
+    tps_b = tps_d = cpu_b = None
+    if run["target"] == "pyproxy":
+        bouncer = find(runs, "pgbouncer", run["mode"], run["protocol"], run["clients"]) or {}
+        direct = find(runs, "direct", None, run["protocol"], run["clients"]) or {}
+        tps_b, tps_d = ratio(run["tps"], bouncer.get("tps")), ratio(run["tps"], direct.get("tps"))
+        cpu_b = ratio(run["proxy_cpu_us_per_tx"], bouncer.get("proxy_cpu_us_per_tx"))
+    return [
+        TARGET_LABELS[run["target"]],
+        run["mode"] or "-",
+        run["protocol"],
+        str(run["clients"]),
+        _num(run["tps"]),
+        _num(run["latency_avg_ms"], 3),
+        _num(run["latency_p99_ms"], 3),
+        _failed_cell(run),
+        _num(run["proxy_cpu_us_per_tx"], 1),
+        _num(run["machine_cpu_us_per_tx"], 1),
+        _num(tps_b, 2),
+        _num(tps_d, 2),
+        _num(cpu_b, 2),
+    ]
+
+
+def _connection_section(results: Row) -> list[str]:
+    runs = results.get("connection_rate", [])
+    if not runs:
+        return []
+    direct = next((r["tps"] for r in runs if r["target"] == "direct"), None)
+    title = (
+        f"## Connection setup: pgbench -C -S, c=10, {runs[0]['duration']} s "
+        "(a new client connection per transaction; proxies in transaction mode)"
+    )
+    out = ["", title, ""]
+    out += _table(
+        [
+            "target",
+            "connections/s",
+            "avg connection ms",
+            "failed",
+            "proxy CPU µs/connection",
+            "vs direct",
+        ],
+        [
+            [
+                TARGET_LABELS[r["target"]],
+                _num(r["tps"]),
+                _num(r["connection_avg_ms"], 3),
+                _failed_cell(r),
+                _num(r["proxy_cpu_us_per_tx"], 1),
+                _num(ratio(r["tps"], direct), 2),
+            ]
+            for r in runs
+        ],
+    )
+    return out
+
+
+def _idle_section(results: Row) -> list[str]:
+    rows = results.get("idle_rss", [])
+    if not rows:
+        return []
+    out = ["", "## Idle clients: logged in, holding no server", ""]
+    mib = 1024 * 1024
+    out += _table(
+        [
+            "target",
+            "clients",
+            "logged in",
+            "RSS before MiB",
+            "RSS after MiB",
+            "bytes per client",
+            "login time s",
+            "error",
+        ],
+        [
+            [
+                TARGET_LABELS[r["target"]],
+                str(r["clients"]),
+                str(r["logged_in"]),
+                _num(r["rss_before"] / mib, 1),
+                _num(r["rss_after"] / mib, 1),
+                _num(r["bytes_per_client"]),
+                _num(r["login_seconds"], 2),
+                r.get("error") or "",
+            ]
+            for r in rows
+        ],
+    )
+    return out
+
+
+def draw_chart(results: Row, path: Path) -> None:
+    """Grouped bars: TPS of each target in every (mode, protocol, clients) cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summarize(results["runs"])
+    if not rows:
+        return
+    series = [
+        ("direct", "direct_tps", "#888888"),
+        ("PgBouncer", "pgbouncer_tps", "#4c72b0"),
+        ("pyproxy", "pyproxy_tps", "#dd8452"),
+    ]
+    width = 0.27
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(rows) + 2), 5))
+    for index, (label, key, color) in enumerate(series):
+        xs = [i + (index - 1) * width for i in range(len(rows))]
+        ax.bar(xs, [r[key] or 0 for r in rows], width, label=label, color=color)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(
+        [f"{MODE_SHORT[r['mode']]}\n{r['protocol']}\nc={r['clients']}" for r in rows], fontsize=8
+    )
+    ax.set_ylabel("TPS (pgbench -S)")
+    pool = results["settings"]["pool_size"]
+    ax.set_title(f"pgbench -S TPS, pool size {pool}, {results['machine']['nproc']} CPUs")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_all(results: Row, out_dir: Path) -> None:
+    """results.json, results.md and results.png in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results["summary"] = summarize(results["runs"])
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / "results.md").write_text(markdown(results))
+    draw_chart(results, out_dir / "results.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render results.md and results.png from a results.json: `python -m bench.report DIR`."""
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        print("usage: python -m bench.report RESULTS_DIR", file=sys.stderr)
+        return 2
+    out_dir = Path(args[0])
+    write_all(json.loads((out_dir / "results.json").read_text()), out_dir)
+    print((out_dir / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""`python -m bench.run`: pgbench through pyproxy, PgBouncer and directly, with a report."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.environment import Environment, environment
+from bench.idle_rss import measure_idle_rss
+from bench.pgbench import RunResult, run_pgbench
+from bench.plan import FULL, QUICK, MatrixSpec, Run, build_plan, session_clients
+from bench.report import markdown, summarize, write_all
+from bench.sysinfo import machine_info
+from bench.targets import POOL_NAMES, pgbouncer_carries_prepared, pgbouncer_version, raise_fd_limit
+
+PROXIES = ("pyproxy", "pgbouncer")
+WARMUP_SECONDS = 2
+CONNECT_CLIENTS = 10
+# pgbench's -T clock includes connecting its clients: give big client counts time to connect.
+CONNECT_ALLOWANCE = {1000: 5}
+
+
+def run_seconds(duration: int, clients: int) -> int:
+    return duration + max((s for c, s in CONNECT_ALLOWANCE.items() if clients >= c), default=0)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a ~3 minute subset of the matrix")
+    parser.add_argument("--out", type=Path, help="results directory (default bench/results/<time>)")
+    parser.add_argument("--duration", type=int, help="seconds per pgbench run (quick 6, full 15)")
+    parser.add_argument("--idle-clients", type=int, help="idle clients for the RSS test")
+    parser.add_argument("--scale", type=int, default=10, help="pgbench scale factor")
+    parser.add_argument("--pool-size", type=int, default=20)
+    parser.add_argument("--asyncpg", action="store_true", help="run the asyncpg benchmark instead")
+    return parser.parse_args(argv)
+
+
+class Progress:
+    """Prints `[i/N] ... elapsed, ETA` lines, estimating from the runs finished so far."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.monotonic()
+
+    def report(self, text: str) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        print(
+            f"[{self.done}/{self.total}] {text}  (elapsed {_clock(elapsed)}, ETA {_clock(eta)})",
+            flush=True,
+        )
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+def log(text: str) -> None:
+    print(f"-- {text}", flush=True)
+
+
+def describe(result: RunResult) -> str:
+    where = result.target + (f"/{result.mode}" if result.mode else "")
+    text = f"{where} {result.protocol} c={result.clients}: {result.tps:,.0f} tps"
+    if result.proxy_cpu_us_per_tx is not None:
+        text += f", proxy {result.proxy_cpu_us_per_tx:.1f} µs/tx"
+    if result.failed or result.aborted_clients or result.error:
+        text += f", FAILED {result.failed} tx, {result.aborted_clients} clients aborted"
+        text += f", {result.error.splitlines()[-1]}" if result.error else ""
+    return text
+
+
+def notes(
+    spec: MatrixSpec, env: Environment, skipped_prepared: bool, idle_clients: int
+) -> list[str]:
+    found = [
+        "Targets of one cell run back to back, the first of them rotating from cell to cell, "
+        "so drift of the machine hits all targets alike.",
+        "Direct PostgreSQL has no pool mode: it runs once per (protocol, clients) and its "
+        "figures are compared with every mode.",
+        "Client authentication is trust on every target (the benchmark's pg_hba.conf trusts "
+        "127.0.0.1), so connection setup compares like with like.",
+        "Before measuring, every pool is warmed by a short pgbench run, so its server "
+        "connections are open.",
+        "Proxy CPU = utime+stime of the proxy process (/proc/<pid>/stat) from just before "
+        "pgbench starts to just after it exits, connection setup included, divided by the "
+        "transactions. Machine CPU = busy time of all cores (/proc/stat) over the same window.",
+        "p99 latency comes from pgbench's per-transaction log (--log).",
+        "pgbench's -T clock includes connecting its clients, so runs with 1000 clients get "
+        f"{CONNECT_ALLOWANCE[1000]} s more; TPS excludes the initial connection time.",
+        f"Idle RSS: {idle_clients} clients complete the startup handshake with the "
+        "transaction-mode pool and stay idle; bytes per client = growth of the proxy's VmRSS "
+        "divided by the clients. It is measured before the pgbench matrix, right after warm-up.",
+    ]
+    if "session" in spec.modes:
+        counts = ", ".join(map(str, session_clients(spec)))
+        found.append(
+            f"Session mode runs only with clients <= pool size ({counts}): a session-mode client "
+            "holds a server for its whole connection, and pgbench connects all clients before it "
+            "starts, so clients beyond the pool would wait until the run is over."
+        )
+    if skipped_prepared:
+        found.append(
+            "PgBouncer before 1.21 cannot carry protocol-level prepared statements in transaction "
+            "or statement mode, so those cells have no PgBouncer run (-M prepared)."
+        )
+    if "pgbouncer" not in env.targets:
+        found.append("PgBouncer was not available: its columns are empty.")
+    return found
+
+
+def warm_up(env: Environment, modes: tuple[str, ...], pool_size: int) -> None:
+    for name, target in env.targets.items():
+        for mode in modes if name != "direct" else (None,):
+            result = run_pgbench(target, mode, "simple", pool_size, WARMUP_SECONDS, None)
+            if result.error or result.failed:
+                env.errors.append(f"warm-up of {name}/{mode} failed: {result.error}")
+            log(f"warm-up {describe(result)}")
+
+
+def idle_rss(env: Environment, count: int) -> list[dict[str, Any]]:
+    rows = []
+    for name in PROXIES:
+        target = env.targets.get(name)
+        if target is None or target.pid is None:
+            continue
+        log(f"idle RSS: opening {count} clients to {name}")
+        found = measure_idle_rss(
+            name,
+            target.pid,
+            target.host,
+            target.port,
+            target.user,
+            POOL_NAMES["transaction"],
+            count,
+        )
+        per = found.bytes_per_client
+        log(
+            f"idle RSS {name}: {per:,.0f} B per client"
+            if per
+            else f"idle RSS {name}: {found.error}"
+        )
+        rows.append(found.to_dict())
+    return rows
+
+
+def connection_rate(env: Environment, duration: int) -> list[dict[str, Any]]:
+    rows = []
+    for name in ("direct", *PROXIES):
+        target = env.targets.get(name)
+        if target is None:
+            continue
+        mode = None if name == "direct" else "transaction"
+        result = run_pgbench(
+            target, mode, "simple", CONNECT_CLIENTS, duration, None, connect_each=True
+        )
+        log(f"pgbench -C {describe(result)}")
+        rows.append(result.to_dict())
+    return rows
+
+
+def run_matrix(
+    env: Environment, plan: list[Run], duration: int, log_dir: Path
+) -> list[dict[str, Any]]:
+    progress = Progress(len(plan))
+    rows = []
+    for run in plan:
+        target = env.targets.get(run.target)
+        if target is None:
+            progress.report(f"{run.target} unavailable, skipped")
+            continue
+        seconds = run_seconds(duration, run.clients)
+        result = run_pgbench(target, run.mode, run.protocol, run.clients, seconds, log_dir)
+        rows.append(result.to_dict())
+        progress.report(describe(result))
+    return rows
+
+
+def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    spec = QUICK if args.quick else FULL
+    spec = MatrixSpec(spec.modes, spec.protocols, spec.clients, spec.extra_cells, args.pool_size)
+    duration = args.duration or (6 if args.quick else 15)
+    idle_clients = args.idle_clients or (2000 if args.quick else 10000)
+    started_wall, started = datetime.datetime.now().astimezone(), time.monotonic()
+    skip_prepared = not pgbouncer_carries_prepared(pgbouncer_version())
+    skip = (
+        {("pgbouncer", m, "prepared") for m in ("transaction", "statement")}
+        if skip_prepared
+        else set()
+    )
+    with environment(args.scale, args.pool_size, log) as env:
+        results: dict[str, Any] = {
+            "kind": "quick" if args.quick else "full",
+            "command": " ".join(["python -m bench.run", *argv]),
+            "started": started_wall.isoformat(timespec="seconds"),
+            "machine": machine_info(env.postgres_version),
+            "pyproxy_event_loop": env.pyproxy_event_loop,
+            "settings": {
+                "duration_s": duration,
+                "scale": args.scale,
+                "pool_size": args.pool_size,
+                "threads": 2,
+                "idle_clients": idle_clients,
+                "client_auth": "trust",
+            },
+            "notes": notes(spec, env, skip_prepared and "prepared" in spec.protocols, idle_clients),
+        }
+        warm_up(env, spec.modes, args.pool_size)
+        results["idle_rss"] = idle_rss(env, idle_clients)
+        results["connection_rate"] = connection_rate(env, max(4, duration // 2))
+        plan = build_plan(spec, tuple(p for p in PROXIES if p in env.targets), skip)
+        log(f"matrix: {len(plan)} pgbench runs of {duration} s")
+        with tempfile.TemporaryDirectory(prefix="bench-logs-") as log_dir:
+            results["runs"] = run_matrix(env, plan, duration, Path(log_dir))
+        results["errors"] = env.errors
+    results["elapsed_s"] = time.monotonic() - started
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    raise_fd_limit()
+    if args.asyncpg:
+        from bench.asyncpg_bench import main as asyncpg_main
+
+        return asyncpg_main(args, argv)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = args.out or Path(__file__).parent / "results" / stamp
+    results = benchmark(args, argv)
+    write_all(results, out_dir)
+    text = markdown(results)
+    print("\n" + text[text.index("## Acceptance") :])
+    print(f"results: {out_dir}/results.md, results.json, results.png")
+    ok = not results["errors"] and all(
+        row["pyproxy_failed"] == 0 for row in summarize(results["runs"])
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Benchmark targets: direct PostgreSQL, a pyproxy subprocess and a PgBouncer subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODES = ("transaction", "session", "statement")
+POOL_NAMES = {"transaction": "bench_tx", "session": "bench_session", "statement": "bench_stmt"}
+PGBOUNCER_BIN = "/usr/sbin/pgbouncer"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLUSTER_ID = "00000000-0000-4000-8000-000000000001"
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class Target:
+    """Where pgbench connects, and which process (if any) is the proxy to measure."""
+
+    name: str  # "direct" | "pyproxy" | "pgbouncer"
+    host: str
+    port: int
+    user: str
+    password: str
+    pid: int | None = None  # the proxy process; None for direct PostgreSQL
+    dbnames: dict[str, str] = field(default_factory=dict)  # pool mode -> database name to use
+    direct_dbname: str = "pgbench"
+
+    def dbname(self, mode: str | None) -> str:
+        return self.direct_dbname if mode is None else self.dbnames[mode]
+
+
+def raise_fd_limit() -> None:
+    """Raise this process's open-file soft limit to its hard limit (used as a preexec_fn too)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def free_port() -> int:
+    """A TCP port below the kernel's ephemeral range (32768+) that nothing is bound to now."""
+    for _ in range(200):
+        port = random.randrange(16000, 32768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port below 32768")
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(check: Callable[[], bool], what: str, alive: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not check():
+        if not alive():
+            raise RuntimeError(f"process exited while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def pyproxy_config(
+    pg_host: str, pg_port: int, port: int, user: str, password: str, pool_size: int, dbname: str
+) -> str:
+    """The TOML config of the benchmark's pyproxy: one pool per mode, trust auth, no admin API."""
+    pools = "".join(
+        f'\n[[clusters.pools]]\nname = "{POOL_NAMES[mode]}"\ndb = "{dbname}"\nuser = "{user}"\n'
+        f'size = {pool_size}\nmode = "{mode}"\n'
+        for mode in MODES
+    )
+    return (
+        f'[proxy]\nlisten = "127.0.0.1:{port}"\nauth_type = "trust"\nmax_client_conn = 20000\n'
+        f"query_wait_timeout = 120\n\n[admin]\nenabled = false\n\n"
+        f'[[clusters]]\nid = "{CLUSTER_ID}"\nhost = "{pg_host}"\nport = {pg_port}\n'
+        f"max_connections = 1000\n\n"
+        f'[[clusters.users]]\nname = "{user}"\npassword = "{password}"\n{pools}'
+    )
+
+
+class PyproxyProcess:
+    """`python -m pyproxy serve -c <config>` as a child process with a high fd limit."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        pg_host: str,
+        pg_port: int,
+        user: str,
+        password: str,
+        pool_size: int,
+        dbname: str,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.port = free_port()
+        self.user, self.password = user, password
+        self.config_path = workdir / "pyproxy.toml"
+        self.config_path.write_text(
+            pyproxy_config(pg_host, pg_port, self.port, user, password, pool_size, dbname)
+        )
+        self.log_path = workdir / "pyproxy.log"
+        self.argv = [
+            sys.executable,
+            "-m",
+            "pyproxy",
+            "serve",
+            "-c",
+            str(self.config_path),
+            "--log-level",
+            "warning",
+            *extra_args,
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Target:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=raise_fd_limit,
+            )
+        proc = self.proc
+        try:
+            wait_until(
+                lambda: port_open("127.0.0.1", self.port),
+                "pyproxy to listen",
+                lambda: proc.poll() is None,
+            )
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"pyproxy did not start: {exc}\n{self.log_tail()}") from exc
+        return Target(
+            "pyproxy", "127.0.0.1", self.port, self.user, self.password, proc.pid, dict(POOL_NAMES)
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def pgbouncer_version(binary: str = PGBOUNCER_BIN) -> tuple[int, ...] | None:
+    if not os.access(binary, os.X_OK):
+        return None
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"PgBouncer (\d+)\.(\d+)(?:\.(\d+))?", out)
+    return tuple(int(g or 0) for g in match.groups()) if match else None
+
+
+def pgbouncer_carries_prepared(version: tuple[int, ...] | None) -> bool:
+    """PgBouncer tracks protocol-level prepared statements in pooled modes from 1.21 on."""
+    return version is not None and version >= (1, 21)
+
+
+class PgBouncerProcess:
+    """PgBouncer run as `postgres` (it refuses root) with one database entry per pool mode."""
+
+    def __init__(
+        self,
+        pg_host: str,
+        pg_port: int,
+        user: str,
+        password: str,
+        pool_size: int,
+        dbname: str,
+        binary: str = PGBOUNCER_BIN,
+    ) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.user, self.password = user, password
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-pgbouncer-"))
+        self.dir.chmod(0o755)
+        self.pidfile = self.dir / "pgbouncer.pid"
+        self.ini = self.dir / "pgbouncer.ini"
+        version = pgbouncer_version(binary)
+        self.ini.write_text(self._ini(pg_host, pg_port, pool_size, dbname, version))
+        (self.dir / "userlist.txt").write_text(f'"{user}" "{password}"\n')
+        for path in (self.dir, self.ini, self.dir / "userlist.txt"):
+            shutil.chown(path, user="postgres", group="postgres")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+
+    def _ini(
+        self,
+        pg_host: str,
+        pg_port: int,
+        pool_size: int,
+        dbname: str,
+        version: tuple[int, ...] | None,
+    ) -> str:
+        server = (
+            f"host={pg_host} port={pg_port} dbname={dbname} "
+            f"user={self.user} password={self.password}"
+        )
+        dbs = "".join(
+            f"{POOL_NAMES[mode]} = {server} pool_mode={mode} pool_size={pool_size}\n"
+            for mode in MODES
+        )
+        prepared = "max_prepared_statements = 200\n" if pgbouncer_carries_prepared(version) else ""
+        return (
+            f"[databases]\n{dbs}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            f"unix_socket_dir =\nauth_type = trust\nauth_file = {self.dir}/userlist.txt\n"
+            f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 12000\n"
+            f"max_db_connections = 0\nignore_startup_parameters = extra_float_digits\n"
+            f"log_connections = 0\nlog_disconnections = 0\nlog_pooler_errors = 0\nlog_stats = 0\n"
+            f"logfile = {self.dir}/pgbouncer.log\npidfile = {self.pidfile}\n{prepared}"
+        )
+
+    def start(self) -> Target:
+        _soft, hard = _fd_limit()
+        script = f"ulimit -n {hard} && exec {self.binary} {self.ini}"
+        self.proc = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", "sh", "-c", script],
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        proc = self.proc
+        try:
+            wait_until(
+                lambda: self.pidfile.exists() and port_open("127.0.0.1", self.port),
+                "PgBouncer to listen",
+                lambda: proc.poll() is None,
+            )
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"PgBouncer did not start: {exc}") from exc
+        self.pid = int(self.pidfile.read_text().split()[0])
+        return Target(
+            "pgbouncer",
+            "127.0.0.1",
+            self.port,
+            self.user,
+            self.password,
+            self.pid,
+            dict(POOL_NAMES),
+        )
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            self.pid = None
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _fd_limit() -> tuple[int, int]:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
