@@ -151,6 +151,10 @@ class ClientConn(asyncio.Protocol):
     def _give_back(self, server: ServerConn, client_gone: bool = False) -> None:
         """Return a server to its pool: clean ones at once, dirty ones rolled back or closed."""
         pool = server.pool
+        if server.held:
+            server.held = False
+            if pool is not None:
+                pool.held.discard(server)
         server.unlink()
         if pool is None:
             server.close("no pool")
@@ -500,6 +504,10 @@ class ClientConn(asyncio.Protocol):
         """Hot path: pass client bytes to the linked server, counting requests."""
         server = self.server
         assert server is not None
+        if server.held:  # a new transaction on the server kept for us
+            server.held = False
+            self.pool.held.discard(server)  # type: ignore[union-attr]
+            self.xact_start = time.monotonic()
         st = server.transport
         skip = self._skip
         if skip:
@@ -638,13 +646,27 @@ class ClientConn(asyncio.Protocol):
         server = self.server
         if server is None:
             return
+        pool = self.pool
+        if (
+            pool is not None
+            and not pool.waiters
+            and server.status == 73
+            and not self._skip
+            and pool.may_hold(server)
+        ):
+            # Nobody waits: keep the server until this client's next transaction, unless
+            # another client needs it first (the pool takes it back) or it idles too long.
+            pool.stats["xact_count"] += 1
+            self.last_active = server.ready_at
+            server.held = True
+            pool.held.add(server)
+            return
         self.server = None
         self.state = READY
         self.last_active = server.ready_at
         if self._skip:  # released inside a CopyData the server no longer wants
             self._discard, self._skip = self._skip, 0
             server.stale |= not complete_cut_copy_data(server, self._discard)
-        pool = self.pool
         if pool is not None:
             pool.stats["xact_count"] += 1
         if server.status != 73:
@@ -660,6 +682,11 @@ class ClientConn(asyncio.Protocol):
             server.close("pool settings changed")
         else:
             pool.release(server, now=server.ready_at)
+
+    def detach_held(self) -> None:
+        """The pool takes back the server this client kept between transactions."""
+        self.server = None
+        self.state = READY
 
     # ---- failures ---------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ class ServerConn(asyncio.Protocol):
         "client",
         "closed",
         "created",
+        "held",
         "id",
         "idle_since",
         "link_gen",
@@ -90,6 +91,7 @@ class ServerConn(asyncio.Protocol):
         self.idle_since = now
         self.closed = False
         self.stale = False
+        self.held = False  # kept linked to its client between transactions (no one waits)
         self.pending = 0  # ReadyForQuery messages the linked client still expects
         self.status = 73  # b"I"
         self.link_gen = 0
@@ -450,6 +452,10 @@ class ServerConn(asyncio.Protocol):
         client = self.client
         self.client = None
         pool, self.pool = self.pool, None
+        if self.held:
+            self.held = False
+            if pool is not None:
+                pool.held.discard(self)
         if pool is not None:
             pool.discard(self)
         if client is not None:

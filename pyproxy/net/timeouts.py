@@ -27,7 +27,7 @@ def check_client(client: ClientConn, now: float) -> None:
         return
     s = pool.settings
     server = client.server
-    if server is None:
+    if server is None or server.held:  # a kept server counts as none: between transactions
         idle = now - client.last_active
         if client.state == READY and 0 < s.client_idle_timeout <= idle:
             client.kick(_idle_client(s.client_idle_timeout))

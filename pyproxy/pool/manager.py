@@ -110,6 +110,7 @@ class PoolManager:
                 account = cluster.user(pool.user or user_key)
                 live.login_user = pool.user or user_key
                 live.login_password = account.password if account else None
+            live.release_held()
             live.cfg = pool
             if target_changed:
                 for server in list(live.idle):
@@ -240,6 +241,7 @@ class PoolManager:
         self._paused.update(names)
         for live in self._paused_pools(names):
             live.paused = True
+            live.release_held()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while any(live.active or live.connecting for live in self._paused_pools(names)):

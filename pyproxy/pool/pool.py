@@ -53,6 +53,9 @@ class Waiter(Protocol):
 
 Connector = Callable[["Pool"], Awaitable[Any]]
 
+# A client keeps its server between transactions for at most this long while nobody waits.
+HOLD_IDLE = 0.25
+
 # Upper bounds (seconds) of the queue-wait histogram buckets.
 WAIT_BOUNDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 
@@ -101,6 +104,7 @@ class Pool:
         }
         self.wait_counts = [0] * (len(WAIT_BOUNDS) + 1)  # histogram of queue waits
         self.checking: set[Any] = set()  # active servers running the health check
+        self.held: set[Any] = set()  # active servers kept by their client between transactions
         self._last_lifetime_close = 0.0
 
     # ---- properties -------------------------------------------------------------------------
@@ -154,6 +158,9 @@ class Pool:
                 self.active.add(server)
                 client.on_server(server)
                 return
+        if self.held and not self.waiters and not self.paused:
+            client.on_server(self._take_held())
+            return
         if self.last_error is not None and self._failing_fast():
             client.on_wait_error(self.last_error)
             return
@@ -284,6 +291,41 @@ class Pool:
         server.idle_since = now
         self.idle.append(server)
 
+    def may_hold(self, server: Any) -> bool:
+        """May a client keep ``server`` after its transaction (nobody else needs it now)?"""
+        if self.paused or self.deleted or server.stale:
+            return False
+        if len(self.idle) + len(self.active) + self.connecting > self.cfg.size:
+            return False
+        lifetime = self.cfg.settings.server_lifetime
+        return not 0 < lifetime <= server.ready_at - server.created
+
+    def _take_held(self) -> Any:
+        """Take a kept server back from the client keeping it (that client is between
+        transactions; its next request asks the pool again)."""
+        server = self.held.pop()
+        server.held = False
+        client = server.client
+        if client is not None:
+            client.detach_held()
+        server.unlink()
+        return server
+
+    def release_held(self, older_than: float = 0.0) -> None:
+        """Give kept servers back to the pool (all, or those idle longer than ``older_than``)."""
+        if not self.held:
+            return
+        now = time.monotonic()
+        for server in list(self.held):
+            if now - server.ready_at >= older_than:
+                self.held.discard(server)
+                server.held = False
+                client = server.client
+                if client is not None:
+                    client.detach_held()
+                server.unlink()
+                self.release(server, now=now)
+
     def _hand_to_waiter(self, server: Any, now: float) -> None:
         client = self.waiters.popleft()
         waited = now - client.wait_since
@@ -302,6 +344,8 @@ class Pool:
             return
         idle = self.idle
         now = time.monotonic()
+        while self.held and not idle and len(self.waiters) > len(self.checking):
+            self._hand_to_waiter(self._take_held(), now)
         while idle and len(self.waiters) > len(self.checking):
             server = idle.pop()
             if server.closed:
@@ -335,6 +379,7 @@ class Pool:
         """A server closed or died: forget it and open another if clients wait."""
         self.active.discard(server)
         self.checking.discard(server)
+        self.held.discard(server)
         with contextlib.suppress(ValueError):
             self.idle.remove(server)
         self._grow()
@@ -365,6 +410,7 @@ class Pool:
                     )
                 elif waited < min(s.query_wait_timeout or waited, s.query_wait_notify or waited):
                     break
+        self.release_held(HOLD_IDLE)
         if self.waiters:
             self._serve_waiters()
             self._grow()
@@ -412,11 +458,14 @@ class Pool:
             server.close(reason)
         self.idle.clear()
         self.active.clear()
+        self.held.clear()
         for task in list(self.tasks):
             task.cancel()
 
     def snapshot(self) -> dict[str, int]:
-        linked = sum(1 for c in self.clients if getattr(c, "server", None) is not None)
+        linked = sum(
+            1 for c in self.clients if getattr(c, "server", None) is not None and not c.server.held
+        )
         return {
             "cl_active": linked,
             "cl_waiting": len(self.waiters),

@@ -234,7 +234,10 @@ async def test_asyncpg_prepare_then_execute_on_another_server(proxy: RunningProx
     a = await asyncpg.connect(proxy.dsn())
     holder = await asyncpg.connect(proxy.dsn())
     stmt = await a.prepare("SELECT $1::text || pg_backend_pid()::text")
-    pids = set()
+    pids = {int((await stmt.fetchval("f"))[1:])}
+    # Let ``a`` give its server back (it keeps it only briefly between transactions), so the
+    # holder's transaction takes that server and ``a`` must run the statement on the other one.
+    await asyncio.sleep(0.5)
     for _ in range(4):
         tr = holder.transaction()
         await tr.start()
