@@ -151,9 +151,7 @@ class Pool:
                 if server.closed:
                     continue
                 if self._needs_check(server):
-                    self.active.add(server)
-                    self.checking.add(server)
-                    server.check()
+                    self._start_check(server)
                     break
                 self.active.add(server)
                 client.on_server(server)
@@ -171,6 +169,12 @@ class Pool:
         if self.idle:
             self._serve_waiters()  # idle servers left while others are being checked
         self._grow()
+
+    def _start_check(self, server: Any) -> None:
+        """Check a long-idle server; when the check ends it serves the head of the queue."""
+        self.active.add(server)
+        self.checking.add(server)
+        server.check()
 
     def _needs_check(self, server: Any) -> bool:
         delay = self.settings.server_check_delay
@@ -304,12 +308,16 @@ class Pool:
         """Take a kept server back from the client keeping it (that client is between
         transactions; its next request asks the pool again)."""
         server = self.held.pop()
+        self._detach(server)
+        return server
+
+    def _detach(self, server: Any) -> None:
+        self.held.discard(server)
         server.held = False
         client = server.client
         if client is not None:
             client.detach_held()
         server.unlink()
-        return server
 
     def release_held(self, older_than: float = 0.0) -> None:
         """Give kept servers back to the pool (all, or those idle longer than ``older_than``)."""
@@ -318,12 +326,7 @@ class Pool:
         now = time.monotonic()
         for server in list(self.held):
             if now - server.ready_at >= older_than:
-                self.held.discard(server)
-                server.held = False
-                client = server.client
-                if client is not None:
-                    client.detach_held()
-                server.unlink()
+                self._detach(server)
                 self.release(server, now=now)
 
     def _hand_to_waiter(self, server: Any, now: float) -> None:
@@ -351,9 +354,7 @@ class Pool:
             if server.closed:
                 continue
             if self._needs_check(server):
-                self.active.add(server)
-                self.checking.add(server)
-                server.check()
+                self._start_check(server)
                 continue
             self._hand_to_waiter(server, now)
 
