@@ -16,39 +16,13 @@ import asyncpg
 import pytest
 
 from tests.support.pgcluster import APP_DB, PgServer
-from tests.support.proxy import CLUSTER_ID, SCRAM_PASSWORD, SCRAM_USER
+from tests.support.proxy import SCRAM_PASSWORD, SCRAM_USER
+from tests.support.toml_config import REPO_ROOT, config_text, pool_text
+from tests.support.toml_config import SUBPROCESS_ENV as ENV
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
 
-
-def config_text(pg: PgServer, pool_size: int = 2, extra_pool: str = "") -> str:
-    return f"""
-[proxy]
-listen = "127.0.0.1:0"
-shutdown_timeout = 5
-
-[admin]
-enabled = false
-
-[[clusters]]
-id = "{CLUSTER_ID}"
-host = "{pg.host}"
-port = {pg.port}
-max_connections = 50
-
-[[clusters.users]]
-name = "{SCRAM_USER}"
-password = "{SCRAM_PASSWORD}"
-
-[[clusters.pools]]
-name = "clipool"
-db = "{APP_DB}"
-user = "{SCRAM_USER}"
-size = {pool_size}
-mode = "transaction"
-{extra_pool}
-"""
+def cli_config(pg: PgServer, pool_size: int = 2, extra_pool: str = "") -> str:
+    return config_text(pg, pool_text("clipool", size=pool_size, extra=extra_pool))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -60,7 +34,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_check_accepts_a_valid_file(pg: PgServer, tmp_path: Path) -> None:
     path = tmp_path / "ok.toml"
-    path.write_text(config_text(pg))
+    path.write_text(cli_config(pg))
     proc = run_cli("check", "-c", str(path))
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout
@@ -68,7 +42,7 @@ def test_check_accepts_a_valid_file(pg: PgServer, tmp_path: Path) -> None:
 
 def test_check_rejects_a_bad_value_naming_the_key(pg: PgServer, tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text(config_text(pg, pool_size=0))
+    path.write_text(cli_config(pg, pool_size=0))
     proc = run_cli("check", "-c", str(path))
     assert proc.returncode != 0
     assert "clusters[0].pools[0].size" in proc.stderr
@@ -76,7 +50,7 @@ def test_check_rejects_a_bad_value_naming_the_key(pg: PgServer, tmp_path: Path) 
 
 def test_check_rejects_an_unknown_key_naming_it(pg: PgServer, tmp_path: Path) -> None:
     path = tmp_path / "typo.toml"
-    path.write_text(config_text(pg, extra_pool="query_wait_timout = 3"))
+    path.write_text(cli_config(pg, extra_pool="query_wait_timout = 3"))
     proc = run_cli("check", "-c", str(path))
     assert proc.returncode != 0
     assert "clusters[0].pools[0].query_wait_timout" in proc.stderr
@@ -94,7 +68,7 @@ async def served(
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     """``python -m pyproxy serve`` running; yields the process and its client port."""
     path = tmp_path / "serve.toml"
-    path.write_text(config_text(pg))
+    path.write_text(cli_config(pg))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pyproxy", "serve", "-c", str(path),
         cwd=REPO_ROOT, env=ENV,

@@ -8,21 +8,18 @@ import time
 import asyncpg
 import pytest
 
-from tests.support.pgcluster import APP_DB, PgServer
+from tests.support.pgcluster import PgServer
 from tests.support.proxy import (
     SCRAM_USER,
-    SUPERUSER,
-    SUPERUSER_PASSWORD,
     backends,
     pool_entry,
     running_proxy,
 )
+from tests.support.proxy import (
+    superuser_conn as admin_conn,
+)
 
 BOUND = 3.0
-
-
-async def admin_conn(pg: PgServer) -> asyncpg.Connection:
-    return await asyncpg.connect(pg.dsn(SUPERUSER, SUPERUSER_PASSWORD, APP_DB))
 
 
 async def test_max_client_conn_refuses_the_client_over_the_proxy_limit(pg: PgServer) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -17,45 +16,11 @@ import psycopg
 import pytest
 
 from tests.support.pgcluster import APP_DB, PgServer
-from tests.support.proxy import CLUSTER_ID, SCRAM_PASSWORD, SCRAM_USER
+from tests.support.proxy import SCRAM_PASSWORD, SCRAM_USER
+from tests.support.toml_config import REPO_ROOT, config_text, pool_text
+from tests.support.toml_config import SUBPROCESS_ENV as ENV
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
 BOUND = 5.0
-
-
-def pool_text(name: str, size: int = 2, mode: str = "transaction", extra: str = "") -> str:
-    return f"""
-[[clusters.pools]]
-name = "{name}"
-db = "{APP_DB}"
-user = "{SCRAM_USER}"
-size = {size}
-mode = "{mode}"
-{extra}
-"""
-
-
-def config_text(pg: PgServer, *pools: str) -> str:
-    return f"""
-[proxy]
-listen = "127.0.0.1:0"
-shutdown_timeout = 5
-
-[admin]
-enabled = false
-
-[[clusters]]
-id = "{CLUSTER_ID}"
-host = "{pg.host}"
-port = {pg.port}
-max_connections = 50
-
-[[clusters.users]]
-name = "{SCRAM_USER}"
-password = "{SCRAM_PASSWORD}"
-{"".join(pools)}
-"""
 
 
 @dataclass

@@ -13,22 +13,19 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.support.pgcluster import APP_DB, PgServer
+from tests.support.pgcluster import PgServer
 from tests.support.proxy import (
     SCRAM_USER,
-    SUPERUSER,
-    SUPERUSER_PASSWORD,
     backends,
     pool_entry,
     running_proxy,
     wait_backends,
 )
+from tests.support.proxy import (
+    superuser_conn as admin_conn,
+)
 
 BOUND = 3.0  # seconds within which a timeout set to a fraction of a second must have fired
-
-
-async def admin_conn(pg: PgServer) -> asyncpg.Connection:
-    return await asyncpg.connect(pg.dsn(SUPERUSER, SUPERUSER_PASSWORD, APP_DB))
 
 
 async def test_query_wait_timeout_notices_then_fails_the_queued_client(pg: PgServer) -> None:

@@ -199,3 +199,8 @@ async def wait_backends(
             shown = [(r["pid"], r["state"], r["query"]) for r in rows]
             raise AssertionError(f"{len(rows)} backends of {user} on {db} remain: {shown}")
         await asyncio.sleep(0.02)
+
+
+async def superuser_conn(pg: PgServer) -> asyncpg.Connection:
+    """A direct superuser connection to the test database (watch or kill backends)."""
+    return await asyncpg.connect(pg.dsn(SUPERUSER, SUPERUSER_PASSWORD, APP_DB))
