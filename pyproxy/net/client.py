@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import struct
 import time
 from typing import TYPE_CHECKING, Any
@@ -407,6 +406,7 @@ class ClientConn(asyncio.Protocol):
         self.auth = None
         self.state = READY
         self.last_active = time.monotonic()
+        log.debug("[c%d] %s logged in as %s to pool %s", self.id, self.peer, self.user, pool.name)
         if rest:
             self.data_received(rest)
 
@@ -769,7 +769,3 @@ def _starts_transaction(data: bytes) -> bool:
 
 def _encoding_name(value: str) -> str:
     return "UTF8" if P.canonical("client_encoding", value) == "utf8" else value
-
-
-def new_secret() -> int:
-    return secrets.randbits(32)

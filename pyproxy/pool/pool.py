@@ -96,7 +96,6 @@ class Pool:
         self.tasks: set[asyncio.Task[None]] = set()
         self.stats = {
             "xact_count": 0,
-            "query_count": 0,
             "wait_count": 0,
             "wait_time": 0.0,
             "session_state_warnings": 0,
