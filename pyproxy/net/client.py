@@ -17,12 +17,17 @@ from pyproxy.errors import (
     ProtocolError,
 )
 from pyproxy.net.auth import ClientAuth
-from pyproxy.net.copyflow import complete_cut_copy_data, drop_copy_leftovers, is_copy_leftover
+from pyproxy.net.copyflow import (
+    COPY_IN_CODES,
+    complete_cut_copy_data,
+    drop_copy_leftovers,
+    is_copy_leftover,
+)
 from pyproxy.net.requests import forward_slow
 from pyproxy.net.server import IDLE as IDLE_SERVER
 from pyproxy.net.server import LINKED as LINKED_SERVER
 from pyproxy.pool import params as P
-from pyproxy.pool.session_state import needs_analysis
+from pyproxy.pool.session_state import needs_analysis, parse_needs_analysis
 from pyproxy.proto import messages as m
 from pyproxy.proto.framing import MessageFramer, StartupFramer
 
@@ -39,6 +44,36 @@ _STATEMENT_BLOCK = "transaction blocks not allowed in statement pooling mode"
 _ids = iter(range(1, 1 << 62))
 LARGE_MESSAGE = 64 * 1024  # incomplete messages above this size are collected without copies
 WAIT_BUFFER = 256 * 1024  # bytes a queued client may send before pyproxy stops reading it
+
+# What the forward path does per client message type (0: just forward, e.g. CopyData, Flush).
+(
+    _QUERY,
+    _SYNC,
+    _PARSE,
+    _BIND,
+    _EXECUTE,
+    _DESCRIBE,
+    _CLOSE,
+    _FUNCTION_CALL,
+    _COPY_END,
+    _TERMINATE,
+) = range(1, 11)
+_KIND = bytes(
+    {
+        81: _QUERY,
+        83: _SYNC,
+        80: _PARSE,
+        66: _BIND,
+        69: _EXECUTE,
+        68: _DESCRIBE,
+        67: _CLOSE,
+        70: _FUNCTION_CALL,
+        99: _COPY_END,  # CopyDone
+        102: _COPY_END,  # CopyFail
+        88: _TERMINATE,
+    }.get(t, 0)
+    for t in range(256)
+)
 
 
 class ClientConn(asyncio.Protocol):
@@ -218,18 +253,23 @@ class ClientConn(asyncio.Protocol):
     # ---- incoming bytes ---------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        state = self.state
-        if state == LINKED:
+        if self.state == LINKED:
             self._forward(data)
-            return
-        if state == READY and is_copy_leftover(self._tail or data, self._discard):
-            data, self._discard, self._tail = drop_copy_leftovers(
-                bytes(self._tail) + data, self._discard
-            )
-            if not data:
+        else:
+            self._unlinked_data(data)
+
+    def _unlinked_data(self, data: bytes) -> None:
+        state = self.state
+        if state == READY:
+            if self._discard or self._tail or data[0] in COPY_IN_CODES:
+                if is_copy_leftover(self._tail or data, self._discard):
+                    data, self._discard, self._tail = drop_copy_leftovers(
+                        bytes(self._tail) + data, self._discard
+                    )
+                    if not data:
+                        return
+            elif self._link_idle(data):
                 return
-        if state == READY and self._link_idle(data):
-            return
         try:
             if state == READY:
                 self._request(data)
@@ -474,6 +514,12 @@ class ClientConn(asyncio.Protocol):
             return
         self.server = server
         server.pending = 0
+        if self.params == server.tracked_values and not self.replay and not server.replayed:
+            server.client = self
+            server.link_gen += 1
+            server.state = LINKED_SERVER
+            self.server_ready()
+            return
         sql = ""
         if self.params != server.tracked_values:
             diff = P.differences(self.params, server.params, self.proxy.tracked)
@@ -509,20 +555,10 @@ class ClientConn(asyncio.Protocol):
             self.pool.held.discard(server)  # type: ignore[union-attr]
             self.xact_start = time.monotonic()
         st = server.transport
-        skip = self._skip
-        if skip:
-            if skip >= len(data):
-                self._skip = skip - len(data)
-                st.write(data)
+        if self._skip or self._tail:
+            data = self._continue(data, st)  # type: ignore[arg-type]
+            if not data:
                 return
-            st.write(data[:skip])
-            data = data[skip:]
-            self._skip = 0
-        elif self._tail:
-            joined = self._joined(data)
-            if joined is None:
-                return
-            data = joined
         n = len(data)
         off = 0
         pending = server.pending
@@ -532,79 +568,101 @@ class ClientConn(asyncio.Protocol):
         copy_syncs = self._copy_syncs
         limit = server.max_packet
         track = self.track
+        inspect = self.inspect
         sts = server.stmts
         seg = sts.sent_seg
+        kinds = _KIND
+        unpack = _unpack_len
         while n - off >= 5:
-            t = data[off]
-            ln = _unpack_len(data, off + 1)[0]
+            ln = unpack(data, off + 1)[0]
             end = off + 1 + ln
             if ln < 4 or ln > limit:
-                self._bad_length(t, ln)
+                self._bad_length(data[off], ln)
                 return
             if end > n:
                 break
-            if t == 81:  # Query
-                if self.inspect and needs_analysis(data, off + 5, end):
+            kind = kinds[data[off]]
+            if kind == _QUERY:
+                if inspect and needs_analysis(data, off + 5, end):
                     break
                 pending += 1
                 seg += 1
                 copy_syncs = 0
-            elif t == 83 or t == 70:  # Sync, FunctionCall
+            elif kind == _SYNC:
                 pending += 1
                 seg += 1
-                if t == 83:
-                    open_ext = False
-                    copy_syncs += 1
-            elif t == 99 or t == 102:  # CopyDone, CopyFail
+                open_ext = False
+                copy_syncs += 1
+            elif kind == _PARSE:
+                if inspect and (
+                    (name_end := data.find(0, off + 5, end)) < 0
+                    or parse_needs_analysis(data, name_end + 1, end)
+                ):
+                    break  # a Parse that may touch session state (or is malformed): inspect it
+                open_ext = True
+                if track:
+                    if data[off + 5] != 0:
+                        break  # a named statement: rewrite
+                    sts.queue.append((0, seg, None))
+            elif kind == _BIND:
+                open_ext = True
+                if track:
+                    portal_end = data.find(0, off + 5, end)
+                    if portal_end < 0 or portal_end + 1 >= end or data[portal_end + 1] != 0:
+                        break  # a named statement (or a malformed Bind): the slow path decides
+            elif kind == _EXECUTE:
+                open_ext = True
+                copy_syncs = 0
+            elif kind == _DESCRIBE:
+                open_ext = True
+                if track and data[off + 5] == 83 and data[off + 6] != 0:
+                    break
+            elif kind == _CLOSE:
+                open_ext = True
+                if track:
+                    if data[off + 5] == 83:
+                        break  # closing a statement: answered by the slow path
+                    sts.queue.append((0, seg, None))
+            elif kind == _FUNCTION_CALL:
+                pending += 1
+                seg += 1
+            elif kind == _COPY_END:
                 # PostgreSQL ignored the Syncs sent after the Execute that started this COPY.
                 pending -= copy_syncs
                 seg -= copy_syncs
                 copy_syncs = 0
-            elif t == 88:  # Terminate: the server stays ours to reuse
+            elif kind == _TERMINATE:  # the server stays ours to reuse
                 break
-            elif (
-                t == 80
-                and self.inspect
-                and (
-                    (name_end := data.find(0, off + 5, end)) < 0
-                    or needs_analysis(data, name_end + 1, end)
-                )
-            ):
-                break  # a Parse that may touch session state (or is malformed): inspect it
-            elif track and (t == 80 or t == 67):  # Parse, Close
-                open_ext = True
-                if data[off + 5] != 0 and (t == 80 or data[off + 5] == 83):
-                    break  # a named statement: rewrite
-                sts.queue.append((0, seg, None))
-            elif track and t == 66:  # Bind
-                open_ext = True
-                portal_end = data.find(0, off + 5, end)
-                if portal_end < 0 or portal_end + 1 >= end or data[portal_end + 1] != 0:
-                    break  # a named statement (or a malformed Bind): the slow path decides
-            elif track and t == 68:  # Describe
-                open_ext = True
-                if data[off + 5] == 83 and data[off + 6] != 0:
-                    break
-            elif t in (80, 66, 68, 69, 67):  # Parse, Bind, Describe, Execute, Close
-                open_ext = True
-                if t == 69:
-                    copy_syncs = 0
             off = end
         server.pending = pending
         sts.sent_seg = seg
         self.open_ext = open_ext
         self._copy_syncs = copy_syncs
-        if n - off >= 5 and off + 1 + _unpack_len(data, off + 1)[0] <= n:
-            forward_slow(self, server, data, off)  # a whole message needs more than counting
-            return
         if off < n:
+            if n - off >= 5 and off + 1 + unpack(data, off + 1)[0] <= n:
+                forward_slow(self, server, data, off)  # a whole message needs more than counting
+                return
             if data[off] == 100 and n - off >= 5:  # CopyData: stream it
-                self._skip = off + 1 + _unpack_len(data, off + 1)[0] - n
+                self._skip = off + 1 + unpack(data, off + 1)[0] - n
                 off = n
             else:
                 self._keep(data, off)
         if off:
             st.write(data if off == n else data[:off])
+
+    def _continue(self, data: bytes, st: asyncio.Transport) -> bytes | None:
+        """Finish what the previous read cut: stream the rest of a CopyData, or join a kept
+        incomplete message; return what is left to forward (None: nothing yet)."""
+        skip = self._skip
+        if skip:
+            if skip >= len(data):
+                self._skip = skip - len(data)
+                st.write(data)
+                return None
+            st.write(data[:skip])
+            self._skip = 0
+            return data[skip:]
+        return self._joined(data)
 
     def _keep(self, data: bytes, off: int) -> None:
         """Keep an incomplete message; a large one grows in place until it is whole."""
@@ -643,32 +701,36 @@ class ClientConn(asyncio.Protocol):
         self.kick(err)
 
     def release_server(self) -> None:
+        """The transaction is over (ReadyForQuery seen): keep, pass on or return the server."""
         server = self.server
         if server is None:
             return
         pool = self.pool
-        if (
-            pool is not None
-            and not pool.waiters
-            and server.status == 73
-            and not self._skip
-            and pool.may_hold(server)
-        ):
-            # Nobody waits: keep the server until this client's next transaction, unless
-            # another client needs it first (the pool takes it back) or it idles too long.
+        now = server.ready_at
+        self.last_active = now
+        if pool is not None and server.status == 73 and not self._skip and not server.stale:
             pool.stats["xact_count"] += 1
-            self.last_active = server.ready_at
-            server.held = True
-            pool.held.add(server)
-            return
+            if pool.waiters:
+                # Under load: straight to the next queued client.
+                self.server = None
+                self.state = READY
+                server.client = None
+                server.state = IDLE_SERVER
+                pool.hand_over(server, now)
+                return
+            if pool.may_hold(server):
+                # Nobody waits: keep the server until this client's next transaction, unless
+                # another client needs it first (the pool takes it back) or it idles too long.
+                server.held = True
+                pool.held.add(server)
+                return
+        elif pool is not None:
+            pool.stats["xact_count"] += 1
         self.server = None
         self.state = READY
-        self.last_active = server.ready_at
         if self._skip:  # released inside a CopyData the server no longer wants
             self._discard, self._skip = self._skip, 0
             server.stale |= not complete_cut_copy_data(server, self._discard)
-        if pool is not None:
-            pool.stats["xact_count"] += 1
         if server.status != 73:
             # Statement mode saw BEGIN (or a multi-statement transaction): undo and refuse it.
             server.rollback_then_release()
@@ -681,7 +743,7 @@ class ClientConn(asyncio.Protocol):
         if server.stale or pool is None:
             server.close("pool settings changed")
         else:
-            pool.release(server, now=server.ready_at)
+            pool.release(server, now=now)
 
     def detach_held(self) -> None:
         """The pool takes back the server this client kept between transactions."""

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 _unpack_len = struct.Struct("!I").unpack_from
 COPY_IN_TYPES = (b"d", b"c", b"f")  # CopyData, CopyDone, CopyFail
-_COPY_IN_CODES = frozenset(b"dcf")
+COPY_IN_CODES = frozenset(b"dcf")
 PAD_LIMIT = 1 << 20  # a longer cut message closes the server instead
 
 
@@ -48,7 +48,7 @@ def drop_copy_leftovers(data: bytes, discard: int) -> tuple[bytes, int, bytes]:
         data = data[discard:]
     n = len(data)
     off = 0
-    while off < n and data[off] in _COPY_IN_CODES:
+    while off < n and data[off] in COPY_IN_CODES:
         if n - off < 5:
             return b"", 0, data[off:]
         end = off + 1 + _unpack_len(data, off + 1)[0]

@@ -33,6 +33,13 @@ _unpack_len = struct.Struct("!I").unpack_from
 LOGIN, IDLE, LINKED, SYNC, RESET, CHECK, ROLLBACK, CLOSED = range(8)
 _PASSTHROUGH = frozenset(b"Dd")  # types whose partial bodies may be forwarded as they arrive
 
+# What the relay does per message type (0: just forward).
+_RFQ, _PARAM, _PARSE_CLOSE, _ERROR = 1, 2, 3, 4
+_KIND = bytes(
+    {90: _RFQ, 83: _PARAM, 49: _PARSE_CLOSE, 51: _PARSE_CLOSE, 69: _ERROR}.get(t, 0)
+    for t in range(256)
+)
+
 _ids = iter(range(1, 1 << 62))
 
 
@@ -273,10 +280,14 @@ class ServerConn(asyncio.Protocol):
     # ---- data from PostgreSQL ---------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        state = self.state
-        if state == LINKED:
+        if self.state == LINKED:
             self._relay(data)
-        elif state == LOGIN:
+        else:
+            self._unlinked_data(data)
+
+    def _unlinked_data(self, data: bytes) -> None:
+        state = self.state
+        if state == LOGIN:
             assert self._framer is not None
             try:
                 for t, body in self._framer.feed(data):
@@ -347,52 +358,55 @@ class ServerConn(asyncio.Protocol):
         client = self.client
         assert client is not None
         ct = client.transport
-        skip = self._skip
-        if skip:
-            if skip >= len(data):
-                self._skip = skip - len(data)
-                ct.write(data)
+        if self._skip or self._tail:
+            data = self._continue(data, ct)
+            if not data:
                 return
-            ct.write(data[:skip])
-            data = data[skip:]
-            self._skip = 0
-        elif self._tail:
-            data = self._tail + data
-            self._tail = b""
         n = len(data)
         off = 0
         start = 0
-        release = False
+        kinds = _KIND
+        unpack = _unpack_len
         while n - off >= 5:
-            t = data[off]
-            ln = _unpack_len(data, off + 1)[0]
-            end = off + 1 + ln
+            end = off + 1 + unpack(data, off + 1)[0]
             if end > n:
+                ln = end - off - 1
                 if ln < 4 or ln > self.max_packet:
                     self._protocol_error(f"bad message length {ln}")
                     return
                 break
-            if t == 90:  # ReadyForQuery
+            kind = kinds[data[off]]
+            if not kind:
+                off = end
+            elif kind == _RFQ:
                 status = data[end - 1]
                 self.status = status
                 self.ready_at = time.monotonic()
-                self.pending -= 1
+                pending = self.pending - 1
+                self.pending = pending
                 self.stmts.recv_seg += 1
+                off = end
                 if (
-                    self.pending <= 0
-                    and not client.open_ext
+                    pending <= 0
                     and (status == 73 or client.statement_mode)
                     and not client.session_mode
+                    and not client.open_ext
                 ):
-                    off = end
-                    release = True
-                    break
-            elif t == 83:  # ParameterStatus
+                    # The transaction is over: the server goes back to the pool.
+                    upto = off if status == 73 else off - 6  # statement mode: Z(T) replaced
+                    if start < upto:
+                        ct.write(data if start == 0 and upto == n else data[start:upto])
+                    if off < n:
+                        log.debug("[s%d] %d bytes after a releasing ReadyForQuery", self.id, n - off)
+                    client.release_server()
+                    return
+            elif kind == _PARAM:
                 name, value = m.parse_parameter_status(data[off + 5 : end])
                 key = self._set_param(name, value)
                 if key in self.tracked_keys:
                     client.params[key] = value
-            elif t == 49 or t == 51:  # ParseComplete, CloseComplete: ours or the client's?
+                off = end
+            elif kind == _PARSE_CLOSE:  # ours or the client's?
                 queue = self.stmts.queue
                 if queue:
                     action = queue.popleft()[0]
@@ -402,32 +416,41 @@ class ServerConn(asyncio.Protocol):
                         if action == AS_PARSE:
                             ct.write(PARSE_COMPLETE)
                         start = end
-            elif t == 69:  # ErrorResponse: a FATAL is held back until the connection drops
+                off = end
+            else:  # ErrorResponse: a FATAL is held back until the connection drops
                 self.stmts.error(data, off + 5, end, self.link_gen)
                 if data[off + 6 : off + 11] in (b"FATAL", b"PANIC"):
                     self._fatal = m.parse_fields(data[off + 5 : end])
                     if off > start:
                         ct.write(data[start:off])
                     start = end
-            off = end
-        if release:
-            upto = off if self.status == 73 else off - 6  # statement mode: Z(T) is replaced
-            if start < upto:
-                ct.write(data[start:upto] if start or upto < n else data)
-            if off < n:
-                log.debug("[s%d] %d bytes after a releasing ReadyForQuery", self.id, n - off)
-            client.release_server()
-            return
+                off = end
         if off < n:
             rest = data[off:]
             if len(rest) >= 5 and data[off] in _PASSTHROUGH:
                 # Forward a large row or copy chunk as it arrives instead of buffering it.
-                self._skip = off + 1 + _unpack_len(data, off + 1)[0] - n
+                self._skip = off + 1 + unpack(data, off + 1)[0] - n
                 off = n
             else:
                 self._tail = rest
         if start < off:
             ct.write(data if start == 0 and off == n else data[start:off])
+
+    def _continue(self, data: bytes, ct: asyncio.Transport) -> bytes:
+        """Finish a message cut by the previous read: stream the rest of a large one, or join
+        the kept partial header; return what is left to relay."""
+        skip = self._skip
+        if skip:
+            if skip >= len(data):
+                self._skip = skip - len(data)
+                ct.write(data)
+                return b""
+            ct.write(data[:skip])
+            self._skip = 0
+            return data[skip:]
+        data = self._tail + data
+        self._tail = b""
+        return data
 
     def _protocol_error(self, text: str) -> None:
         log.error("[s%d] protocol error from server: %s", self.id, text)

@@ -167,7 +167,8 @@ class Pool:
         self.stats["wait_count"] += 1
         if self.idle:
             self._serve_waiters()  # idle servers left while others are being checked
-        self._grow()
+        if self.connecting + len(self.checking) < len(self.waiters):
+            self._grow()
 
     def _start_check(self, server: Any) -> None:
         """Check a long-idle server; when the check ends it serves the head of the queue."""
@@ -327,6 +328,26 @@ class Pool:
             if now - server.ready_at >= older_than:
                 self._detach(server)
                 self.release(server, now=now)
+
+    def hand_over(self, server: Any, now: float) -> None:
+        """Release under load: a clean server goes straight to the head of the queue, unless
+        it has to leave the pool (shrunk, lifetime over) or the pool is paused or deleted."""
+        lifetime = self.cfg.settings.server_lifetime
+        if (
+            self.paused
+            or self.deleted
+            or server.closed
+            or not self.waiters
+            or len(self.active) + len(self.idle) + self.connecting > self.cfg.size
+            or 0 < lifetime <= now - server.created
+        ):
+            self.release(server, now=now)
+            return
+        client = self.waiters.popleft()
+        waited = now - client.wait_since
+        self.stats["wait_time"] += waited
+        self.wait_counts[bisect.bisect_left(WAIT_BOUNDS, waited)] += 1
+        client.on_server(server)
 
     def _hand_to_waiter(self, server: Any, now: float) -> None:
         client = self.waiters.popleft()

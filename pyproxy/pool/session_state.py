@@ -30,6 +30,11 @@ _LEADING = (
     b"discard",
 )
 _ENDING = b" \t\r\n\x00;"
+# By a query's first byte (lower-cased): the keywords of _LEADING it may begin (lower case), or None when it
+# is not a letter (space, comment, parenthesis: the whole text is scanned).
+_BY_FIRST: list[tuple[bytes, ...] | None] = [
+    tuple(k for k in _LEADING if k[0] == c) if 97 <= c <= 122 else None for c in range(256)
+]
 
 
 def needs_analysis(data: bytes, start: int, end: int) -> bool:
@@ -40,12 +45,36 @@ def needs_analysis(data: bytes, start: int, end: int) -> bool:
     False positives only cost a closer look.
     """
     low = data[start:end].lower()
-    if not low[:1].isalpha():  # whitespace, a comment or a parenthesis first
+    if not low:
+        return False
+    keywords = _BY_FIRST[low[0]]
+    if keywords is None:  # whitespace, a comment or a parenthesis first
         return TRIGGER.search(low) is not None
-    if low.startswith(_LEADING) or b"advisory" in low or b"set_config" in low:
+    if keywords and low.startswith(keywords):
         return True
+    if low.find(b"(") >= 0 and (low.find(b"advisory") >= 0 or low.find(b"set_config") >= 0):
+        return True  # a call of an advisory-lock function or set_config
     semi = low.find(b";")
-    return semi >= 0 and bool(low[semi + 1 :].strip(_ENDING)) and TRIGGER.search(low) is not None
+    if semi < 0 or semi == len(low) - 2 and low[-1] == 0:
+        return False  # no semicolon, or only a final one
+    return bool(low[semi + 1 :].strip(_ENDING)) and TRIGGER.search(low) is not None
+
+
+_PARSE_CHECKS: dict[bytes, bool] = {}
+_PARSE_CHECKS_MAX = 4096
+
+
+def parse_needs_analysis(data: bytes, start: int, end: int) -> bool:
+    """``needs_analysis`` for the query of a Parse, remembered: applications send the same
+    parameterized query texts again and again."""
+    key = data[start:end]
+    found = _PARSE_CHECKS.get(key)
+    if found is None:
+        found = needs_analysis(key, 0, len(key))
+        if len(_PARSE_CHECKS) >= _PARSE_CHECKS_MAX:
+            _PARSE_CHECKS.clear()
+        _PARSE_CHECKS[key] = found
+    return found
 
 
 SESSION_LOCKS = frozenset(
