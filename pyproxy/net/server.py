@@ -397,7 +397,7 @@ class ServerConn(asyncio.Protocol):
                     if start < upto:
                         ct.write(data if start == 0 and upto == n else data[start:upto])
                     if off < n:
-                        log.debug("[s%d] %d bytes after a releasing ReadyForQuery", self.id, n - off)
+                        log.debug("[s%d] %d bytes after a final ReadyForQuery", self.id, n - off)
                     client.release_server()
                     return
             elif kind == _PARAM:

@@ -30,7 +30,7 @@ _LEADING = (
     b"discard",
 )
 _ENDING = b" \t\r\n\x00;"
-# By a query's first byte (lower-cased): the keywords of _LEADING it may begin (lower case), or None when it
+# By a query's first byte (lower-cased): the keywords of _LEADING it may begin, or None when it
 # is not a letter (space, comment, parenthesis: the whole text is scanned).
 _BY_FIRST: list[tuple[bytes, ...] | None] = [
     tuple(k for k in _LEADING if k[0] == c) if 97 <= c <= 122 else None for c in range(256)
@@ -55,7 +55,7 @@ def needs_analysis(data: bytes, start: int, end: int) -> bool:
     if low.find(b"(") >= 0 and (low.find(b"advisory") >= 0 or low.find(b"set_config") >= 0):
         return True  # a call of an advisory-lock function or set_config
     semi = low.find(b";")
-    if semi < 0 or semi == len(low) - 2 and low[-1] == 0:
+    if semi < 0 or (semi == len(low) - 2 and low[-1] == 0):
         return False  # no semicolon, or only a final one
     return bool(low[semi + 1 :].strip(_ENDING)) and TRIGGER.search(low) is not None
 
