@@ -268,8 +268,10 @@ class ClientConn(asyncio.Protocol):
                     )
                     if not data:
                         return
-            elif self._link_idle(data):
-                return
+            else:
+                pool = self.pool
+                if pool is not None and pool.idle and not pool.waiters and self._link_idle(data):
+                    return
         try:
             if state == READY:
                 self._request(data)
@@ -518,7 +520,16 @@ class ClientConn(asyncio.Protocol):
             server.client = self
             server.link_gen += 1
             server.state = LINKED_SERVER
-            self.server_ready()
+            self.state = LINKED
+            self.xact_start = server.ready_at
+            if self.reading_paused:
+                self.reading_paused = False
+                self.transport.resume_reading()
+            queued = self.pending_data
+            data = queued[0] if len(queued) == 1 else b"".join(queued)
+            queued.clear()
+            if data:
+                self._forward(data)
             return
         sql = ""
         if self.params != server.tracked_values:
@@ -560,7 +571,22 @@ class ClientConn(asyncio.Protocol):
             if not data:
                 return
         n = len(data)
+        if (
+            data[0] == 81
+            and _unpack_len(data, 1)[0] == n - 1
+            and n - 1 <= server.max_packet
+            and not (self.inspect and needs_analysis(data, 5, n))
+        ):
+            # The commonest request: exactly one simple Query that needs no closer look.
+            if not server.pending:
+                self.query_start = time.monotonic()
+            server.pending += 1
+            server.stmts.sent_seg += 1
+            self._copy_syncs = 0
+            st.write(data)
+            return
         off = 0
+        last = n - 5
         pending = server.pending
         if not pending:
             self.query_start = time.monotonic()
@@ -573,7 +599,7 @@ class ClientConn(asyncio.Protocol):
         seg = sts.sent_seg
         kinds = _KIND
         unpack = _unpack_len
-        while n - off >= 5:
+        while off <= last:
             ln = unpack(data, off + 1)[0]
             end = off + 1 + ln
             if ln < 4 or ln > limit:

@@ -367,7 +367,8 @@ class ServerConn(asyncio.Protocol):
         start = 0
         kinds = _KIND
         unpack = _unpack_len
-        while n - off >= 5:
+        last = n - 5
+        while off <= last:
             end = off + 1 + unpack(data, off + 1)[0]
             if end > n:
                 ln = end - off - 1

@@ -167,7 +167,10 @@ class Pool:
         self.stats["wait_count"] += 1
         if self.idle:
             self._serve_waiters()  # idle servers left while others are being checked
-        if self.connecting + len(self.checking) < len(self.waiters):
+        if (
+            len(self.active) + len(self.idle) + self.connecting < self.cfg.size
+            or self.cfg.settings.reserve_pool_size
+        ):
             self._grow()
 
     def _start_check(self, server: Any) -> None:
