@@ -726,10 +726,13 @@ class ClientConn(asyncio.Protocol):
             )
         self.kick(err)
 
-    def release_server(self) -> None:
-        """The transaction is over (ReadyForQuery seen): keep, pass on or return the server."""
+    def release_server(self, reply: bytes) -> None:
+        """The transaction is over: ``reply`` (its last bytes, up to ReadyForQuery) goes to the
+        client, and the server is kept, passed on or returned."""
         server = self.server
         if server is None:
+            if reply:
+                self.transport.write(reply)
             return
         pool = self.pool
         now = server.ready_at
@@ -737,21 +740,29 @@ class ClientConn(asyncio.Protocol):
         if pool is not None and server.status == 73 and not self._skip and not server.stale:
             pool.stats["xact_count"] += 1
             if pool.waiters:
-                # Under load: straight to the next queued client.
+                # Under load: straight to the next queued client, whose request is sent
+                # before this client's reply so that PostgreSQL gets to work sooner.
                 self.server = None
                 self.state = READY
                 server.client = None
                 server.state = IDLE_SERVER
                 pool.hand_over(server, now)
+                if reply:
+                    self.transport.write(reply)
                 return
+            if reply:
+                self.transport.write(reply)
             if pool.may_hold(server):
                 # Nobody waits: keep the server until this client's next transaction, unless
                 # another client needs it first (the pool takes it back) or it idles too long.
                 server.held = True
                 pool.held.add(server)
                 return
-        elif pool is not None:
-            pool.stats["xact_count"] += 1
+        else:
+            if reply:
+                self.transport.write(reply)
+            if pool is not None:
+                pool.stats["xact_count"] += 1
         self.server = None
         self.state = READY
         if self._skip:  # released inside a CopyData the server no longer wants

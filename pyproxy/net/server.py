@@ -395,11 +395,9 @@ class ServerConn(asyncio.Protocol):
                 ):
                     # The transaction is over: the server goes back to the pool.
                     upto = off if status == 73 else off - 6  # statement mode: Z(T) replaced
-                    if start < upto:
-                        ct.write(data if start == 0 and upto == n else data[start:upto])
                     if off < n:
                         log.debug("[s%d] %d bytes after a final ReadyForQuery", self.id, n - off)
-                    client.release_server()
+                    client.release_server(data if start == 0 and upto == n else data[start:upto])
                     return
             elif kind == _PARAM:
                 name, value = m.parse_parameter_status(data[off + 5 : end])
