@@ -270,8 +270,21 @@ class ClientConn(asyncio.Protocol):
                         return
             else:
                 pool = self.pool
-                if pool is not None and pool.idle and not pool.waiters and self._link_idle(data):
-                    return
+                if pool is not None:
+                    if pool.waiters:
+                        if (
+                            pool.last_error is None
+                            and not pool.deleted
+                            and not self.statement_mode
+                            and data[0] != 88
+                        ):
+                            # A busy pool: wait behind the clients already queued.
+                            self.pending_data.append(data)
+                            self.state = WAITING
+                            pool.enqueue(self)
+                            return
+                    elif pool.idle and self._link_idle(data):
+                        return
         try:
             if state == READY:
                 self._request(data)

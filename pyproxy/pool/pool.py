@@ -161,6 +161,10 @@ class Pool:
         if self.last_error is not None and self._failing_fast():
             client.on_wait_error(self.last_error)
             return
+        self.enqueue(client)
+
+    def enqueue(self, client: Any) -> None:
+        """Queue ``client`` (``acquire`` when no server can be linked at once)."""
         client.wait_since = time.monotonic()
         client.notified = False
         self.waiters.append(client)
