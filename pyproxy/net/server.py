@@ -423,6 +423,12 @@ class ServerConn(asyncio.Protocol):
                     if off > start:
                         ct.write(data[start:off])
                     start = end
+                    if self.held and self.pool is not None:
+                        # Dying while kept between transactions: the client's next
+                        # statement gets another server, as if this one had been idle.
+                        self.pool.take_back(self)
+                        self.close("server sent FATAL while kept between transactions")
+                        return
                 off = end
         if off < n:
             rest = data[off:]

@@ -318,6 +318,10 @@ class Pool:
         self._detach(server)
         return server
 
+    def take_back(self, server: Any) -> None:
+        """Take a kept server back from its client (which gets a server from the pool next)."""
+        self._detach(server)
+
     def _detach(self, server: Any) -> None:
         self.held.discard(server)
         server.held = False

@@ -112,6 +112,23 @@ async def test_backend_killed_while_idle_is_replaced_transparently(pg: PgServer,
         await admin.close()
 
 
+async def test_backend_killed_while_kept_between_transactions_is_replaced(pg: PgServer) -> None:
+    # Right after a transaction nobody waits, so the client keeps its server; when PostgreSQL
+    # ends that backend, the client's next statement runs on another one without an error.
+    pool = pool_entry(size=2, mode="transaction")
+    async with running_proxy(pg, [pool]) as proxy:
+        admin = await asyncpg.connect(pg.dsn(SUPERUSER, SUPERUSER_PASSWORD, APP_DB))
+        conn = await proxy.asyncpg()
+        for _ in range(3):
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            while pid in {r["pid"] for r in await backends(admin, SCRAM_USER)}:
+                await asyncio.sleep(0.005)
+            assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+        await conn.close()
+        await admin.close()
+
+
 async def test_new_pool_reports_postgres_login_error_with_its_sqlstate(pg: PgServer) -> None:
     pool = pool_entry(db="no_such_database")
     async with running_proxy(pg, [pool]) as proxy:
