@@ -270,14 +270,12 @@ class ClientConn(asyncio.Protocol):
                         return
             else:
                 pool = self.pool
+                if self.statement_mode and data[0] == 81 and _starts_transaction(data):
+                    self._error_ready(PgError(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
+                    return
                 if pool is not None:
                     if pool.waiters:
-                        if (
-                            pool.last_error is None
-                            and not pool.deleted
-                            and not self.statement_mode
-                            and data[0] != 88
-                        ):
+                        if pool.last_error is None and not pool.deleted and data[0] != 88:
                             # A busy pool: wait behind the clients already queued.
                             self.pending_data.append(data)
                             self.state = WAITING
@@ -476,7 +474,6 @@ class ClientConn(asyncio.Protocol):
             or pool.waiters
             or pool.paused
             or self._tail
-            or self.statement_mode
             or self.replay
         ):
             return False
@@ -874,6 +871,9 @@ def _starts_transaction(data: bytes) -> bool:
 
     if len(data) < 6:
         return False
+    head = data[5:10].lower()
+    if head[:1].isalpha() and head != b"begin" and head != b"start":
+        return False  # starts with another keyword: no need to tokenize
     sql = data[5 : 1 + _unpack_len(data, 1)[0]].rstrip(b"\x00").decode("utf-8", "replace")
     words = first_keywords(sql, 2)
     return bool(words) and (words[0] == "begin" or words[:2] == ["start", "transaction"])
