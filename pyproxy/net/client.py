@@ -24,8 +24,6 @@ from pyproxy.net.copyflow import (
     is_copy_leftover,
 )
 from pyproxy.net.requests import forward_slow
-from pyproxy.net.server import IDLE as IDLE_SERVER
-from pyproxy.net.server import LINKED as LINKED_SERVER
 from pyproxy.pool import params as P
 from pyproxy.pool.session_state import needs_analysis, parse_needs_analysis
 from pyproxy.proto import messages as m
@@ -260,6 +258,7 @@ class ClientConn(asyncio.Protocol):
 
     def _unlinked_data(self, data: bytes) -> None:
         state = self.state
+        checked = False
         if state == READY:
             if self._discard or self._tail or data[0] in COPY_IN_CODES:
                 if is_copy_leftover(self._tail or data, self._discard):
@@ -273,6 +272,7 @@ class ClientConn(asyncio.Protocol):
                 if self.statement_mode and data[0] == 81 and _starts_transaction(data):
                     self._error_ready(PgError(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
                     return
+                checked = True
                 if pool is not None:
                     if pool.waiters:
                         if pool.last_error is None and not pool.deleted and data[0] != 88:
@@ -285,7 +285,7 @@ class ClientConn(asyncio.Protocol):
                         return
         try:
             if state == READY:
-                self._request(data)
+                self._request(data, checked)
             elif state == WAITING:
                 # Queued: keep what arrives, but stop reading once it is a lot.
                 self.pending_data.append(data)
@@ -490,22 +490,24 @@ class ClientConn(asyncio.Protocol):
         pool.active.add(server)
         self.server = server
         server.pending = 0
-        server.client = self
-        server.link_gen += 1
-        server.state = LINKED_SERVER
+        server.link(self, None)
         self.state = LINKED
         self.xact_start = now
         self._forward(data)
         return True
 
-    def _request(self, data: bytes) -> None:
-        """A request while no server is linked: queue it and ask the pool for a server."""
+    def _request(self, data: bytes, checked: bool = False) -> None:
+        """A request while no server is linked: queue it and ask the pool for a server.
+
+        ``checked``: the statement-mode BEGIN check already ran on ``data``.
+        """
         if self._tail:
             joined = self._joined(data)
             if joined is None:
                 return
             data = joined
-        if self.statement_mode and data[:1] == b"Q" and _starts_transaction(data):
+            checked = False
+        if not checked and self.statement_mode and data[:1] == b"Q" and _starts_transaction(data):
             self._error_ready(PgError(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
             return
         if data[:1] == b"X":
@@ -526,21 +528,6 @@ class ClientConn(asyncio.Protocol):
             return
         self.server = server
         server.pending = 0
-        if self.params == server.tracked_values and not self.replay and not server.replayed:
-            server.client = self
-            server.link_gen += 1
-            server.state = LINKED_SERVER
-            self.state = LINKED
-            self.xact_start = server.ready_at
-            if self.reading_paused:
-                self.reading_paused = False
-                self.transport.resume_reading()
-            queued = self.pending_data
-            data = queued[0] if len(queued) == 1 else b"".join(queued)
-            queued.clear()
-            if data:
-                self._forward(data)
-            return
         sql = ""
         if self.params != server.tracked_values:
             diff = P.differences(self.params, server.params, self.proxy.tracked)
@@ -747,32 +734,27 @@ class ClientConn(asyncio.Protocol):
         pool = self.pool
         now = server.ready_at
         self.last_active = now
-        if pool is not None and server.status == 73 and not self._skip and not server.stale:
+        if pool is not None:
             pool.stats["xact_count"] += 1
-            if pool.waiters:
-                # Under load: straight to the next queued client, whose request is sent
-                # before this client's reply so that PostgreSQL gets to work sooner.
-                self.server = None
-                self.state = READY
-                server.client = None
-                server.state = IDLE_SERVER
-                pool.hand_over(server, now)
-                if reply:
-                    self.transport.write(reply)
-                return
+        clean = pool is not None and server.status == 73 and not self._skip and not server.stale
+        if clean and pool.waiters:  # type: ignore[union-attr]
+            # Under load: straight to the next queued client, whose request is sent before
+            # this client's reply so that PostgreSQL gets to work sooner.
+            self.server = None
+            self.state = READY
+            server.unlink()
+            pool.hand_over(server, now)  # type: ignore[union-attr]
             if reply:
                 self.transport.write(reply)
-            if pool.may_hold(server):
-                # Nobody waits: keep the server until this client's next transaction, unless
-                # another client needs it first (the pool takes it back) or it idles too long.
-                server.held = True
-                pool.held.add(server)
-                return
-        else:
-            if reply:
-                self.transport.write(reply)
-            if pool is not None:
-                pool.stats["xact_count"] += 1
+            return
+        if reply:
+            self.transport.write(reply)
+        if clean and pool.may_hold(server):  # type: ignore[union-attr]
+            # Nobody waits: keep the server until this client's next transaction, unless
+            # another client needs it first (the pool takes it back) or it idles too long.
+            server.held = True
+            pool.held.add(server)  # type: ignore[union-attr]
+            return
         self.server = None
         self.state = READY
         if self._skip:  # released inside a CopyData the server no longer wants
@@ -785,8 +767,7 @@ class ClientConn(asyncio.Protocol):
                 m.error_response(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK) + m.READY_IDLE
             )
             return
-        server.client = None
-        server.state = IDLE_SERVER
+        server.unlink()
         if server.stale or pool is None:
             server.close("pool settings changed")
         else:

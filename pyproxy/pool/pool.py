@@ -315,14 +315,11 @@ class Pool:
         """Take a kept server back from the client keeping it (that client is between
         transactions; its next request asks the pool again)."""
         server = self.held.pop()
-        self._detach(server)
+        self.take_back(server)
         return server
 
     def take_back(self, server: Any) -> None:
         """Take a kept server back from its client (which gets a server from the pool next)."""
-        self._detach(server)
-
-    def _detach(self, server: Any) -> None:
         self.held.discard(server)
         server.held = False
         client = server.client
@@ -337,7 +334,7 @@ class Pool:
         now = time.monotonic()
         for server in list(self.held):
             if now - server.ready_at >= older_than:
-                self._detach(server)
+                self.take_back(server)
                 self.release(server, now=now)
 
     def hand_over(self, server: Any, now: float) -> None:
@@ -354,11 +351,7 @@ class Pool:
         ):
             self.release(server, now=now)
             return
-        client = self.waiters.popleft()
-        waited = now - client.wait_since
-        self.stats["wait_time"] += waited
-        self.wait_counts[bisect.bisect_left(WAIT_BOUNDS, waited)] += 1
-        client.on_server(server)
+        self._hand_to_waiter(server, now)  # it stays in ``active``
 
     def _hand_to_waiter(self, server: Any, now: float) -> None:
         client = self.waiters.popleft()

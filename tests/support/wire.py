@@ -94,13 +94,16 @@ class WireClient:
                 return out
 
     async def at_eof(self, timeout: float = READ_TIMEOUT) -> bool:
-        """Drain what is left; True once the peer has closed the connection."""
+        """Drain what is left; True once the peer has closed the connection, False if it has
+        not within ``timeout``."""
         try:
             async with asyncio.timeout(timeout):
                 while await self.reader.read(65536):
-                    pass
+                    continue
         except ConnectionResetError:
             return True
+        except TimeoutError:
+            return False
         return True
 
     async def login(
@@ -142,5 +145,6 @@ async def send_cancel(host: str, port: int, pid: int, secret: int) -> None:
     """A CancelRequest on its own connection; wait until the peer closes it."""
     client = await WireClient.open(host, port)
     await client.send(cancel_request(pid, secret))
-    await client.at_eof()
+    if not await client.at_eof():
+        raise TimeoutError("the cancel request connection was not closed by its peer")
     await client.close()
