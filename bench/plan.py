@@ -16,6 +16,7 @@ class Run:
     mode: str | None
     protocol: str
     clients: int
+    round: int = 0  # which repetition of its cell (0 .. repeat-1)
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,18 @@ def cells(spec: MatrixSpec) -> list[tuple[str, str, int]]:
 
 
 def build_plan(
-    spec: MatrixSpec, proxies: tuple[str, ...], skip: set[tuple[str, str, str]]
+    spec: MatrixSpec,
+    proxies: tuple[str, ...],
+    skip: set[tuple[str, str, str]],
+    repeat: int = 1,
 ) -> list[Run]:
     """Order the runs so targets of one cell run back to back, rotating who goes first.
 
-    Direct PostgreSQL has no pool mode: it runs once per (protocol, clients), interleaved with
-    the first mode cell of that group, and its figures serve every mode. `skip` holds
-    (target, mode, protocol) combinations a target cannot carry.
+    Each cell runs `repeat` rounds in a row, every round with all its targets, so a round's
+    figures can be compared with each other and the report can take medians over rounds.
+    Direct PostgreSQL has no pool mode: it runs once per (protocol, clients) and round,
+    interleaved with the first mode cell of that group, and its figures serve every mode.
+    `skip` holds (target, mode, protocol) combinations a target cannot carry.
     """
     groups: dict[tuple[str, int], list[str]] = {}
     for mode, protocol, clients in cells(spec):
@@ -68,13 +74,14 @@ def build_plan(
     turn = 0
     for (protocol, clients), modes in ordered:
         for index, mode in enumerate(modes):
-            lineup: list[Run] = [Run("direct", None, protocol, clients)] if index == 0 else []
-            lineup += [
-                Run(name, mode, protocol, clients)
-                for name in proxies
-                if (name, mode, protocol) not in skip
-            ]
-            shift = turn % len(lineup)
-            runs += lineup[shift:] + lineup[:shift]
-            turn += 1
+            for round_ in range(repeat):
+                lineup = [Run("direct", None, protocol, clients, round_)] if index == 0 else []
+                lineup += [
+                    Run(name, mode, protocol, clients, round_)
+                    for name in proxies
+                    if (name, mode, protocol) not in skip
+                ]
+                shift = turn % len(lineup)
+                runs += lineup[shift:] + lineup[:shift]
+                turn += 1
     return runs

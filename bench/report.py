@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,17 +19,43 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def find(
-    runs: Iterable[Row], target: str, mode: str | None, protocol: str, clients: int
+    runs: Iterable[Row], target: str, mode: str | None, protocol: str, clients: int, round_: int = 0
 ) -> Row | None:
     for run in runs:
-        key = (run["target"], run["mode"], run["protocol"], run["clients"])
-        if key == (target, mode, protocol, clients):
+        key = (run["target"], run["mode"], run["protocol"], run["clients"], run.get("round", 0))
+        if key == (target, mode, protocol, clients, round_):
             return run
     return None
 
 
+def rounds_of(
+    runs: Iterable[Row], target: str, mode: str | None, protocol: str, clients: int
+) -> dict[int, Row]:
+    """The runs of one target in one cell, by round."""
+    return {
+        run.get("round", 0): run
+        for run in runs
+        if (run["target"], run["mode"], run["protocol"], run["clients"])
+        == (target, mode, protocol, clients)
+    }
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _paired(mine: dict[int, Row], theirs: dict[int, Row], key: str) -> list[float | None]:
+    """Per-round ratios of `key`: each run compared with the other target's run of its round."""
+    return [ratio(run.get(key), theirs.get(r, {}).get(key)) for r, run in mine.items()]
+
+
 def summarize(runs: list[Row]) -> list[Row]:
-    """One row per (mode, protocol, clients) cell with the three targets side by side."""
+    """One row per (mode, protocol, clients) cell with the three targets side by side.
+
+    With several rounds per cell, figures are medians over the rounds and ratios are medians of
+    each round's ratio (a round's targets ran back to back, so they saw the same machine).
+    """
     seen: list[tuple[str, str, int]] = []
     for run in runs:
         cell = (run["mode"], run["protocol"], run["clients"])
@@ -36,25 +63,28 @@ def summarize(runs: list[Row]) -> list[Row]:
             seen.append(cell)
     rows = []
     for mode, protocol, clients in seen:
-        direct = find(runs, "direct", None, protocol, clients) or {}
-        proxy = find(runs, "pyproxy", mode, protocol, clients) or {}
-        bouncer = find(runs, "pgbouncer", mode, protocol, clients) or {}
+        direct = rounds_of(runs, "direct", None, protocol, clients)
+        proxy = rounds_of(runs, "pyproxy", mode, protocol, clients)
+        bouncer = rounds_of(runs, "pgbouncer", mode, protocol, clients)
+        vs_bouncer = [v for v in _paired(proxy, bouncer, "tps") if v is not None]
         rows.append(
             {
                 "mode": mode,
                 "protocol": protocol,
                 "clients": clients,
-                "direct_tps": direct.get("tps"),
-                "pgbouncer_tps": bouncer.get("tps"),
-                "pyproxy_tps": proxy.get("tps"),
-                "tps_pyproxy_vs_pgbouncer": ratio(proxy.get("tps"), bouncer.get("tps")),
-                "tps_pyproxy_vs_direct": ratio(proxy.get("tps"), direct.get("tps")),
-                "pgbouncer_cpu_us": bouncer.get("proxy_cpu_us_per_tx"),
-                "pyproxy_cpu_us": proxy.get("proxy_cpu_us_per_tx"),
-                "cpu_pyproxy_vs_pgbouncer": ratio(
-                    proxy.get("proxy_cpu_us_per_tx"), bouncer.get("proxy_cpu_us_per_tx")
+                "rounds": len(proxy),
+                "direct_tps": median(r["tps"] for r in direct.values()),
+                "pgbouncer_tps": median(r["tps"] for r in bouncer.values()),
+                "pyproxy_tps": median(r["tps"] for r in proxy.values()),
+                "tps_pyproxy_vs_pgbouncer": median(vs_bouncer),
+                "tps_pyproxy_vs_pgbouncer_range": (
+                    [min(vs_bouncer), max(vs_bouncer)] if len(vs_bouncer) > 1 else None
                 ),
-                "pyproxy_failed": _failures(proxy) if proxy else None,
+                "tps_pyproxy_vs_direct": median(_paired(proxy, direct, "tps")),
+                "pgbouncer_cpu_us": median(r["proxy_cpu_us_per_tx"] for r in bouncer.values()),
+                "pyproxy_cpu_us": median(r["proxy_cpu_us_per_tx"] for r in proxy.values()),
+                "cpu_pyproxy_vs_pgbouncer": median(_paired(proxy, bouncer, "proxy_cpu_us_per_tx")),
+                "pyproxy_failed": (sum(_failures(r) for r in proxy.values()) if proxy else None),
             }
         )
     return rows
@@ -136,6 +166,19 @@ def _num(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}".replace(",", " ")
 
 
+def _rounds_text(repeat: int) -> str:
+    if repeat <= 1:
+        return "one round per cell"
+    return (
+        f"{repeat} rounds per cell (figures are medians over the rounds; ratios are medians of "
+        "each round's ratio)"
+    )
+
+
+def _spread(bounds: list[float] | None) -> str:
+    return f"{bounds[0]:.2f} to {bounds[1]:.2f}" if bounds else "-"
+
+
 def _failed_cell(run: Row) -> str:
     text = str(run.get("failed") or 0)
     if run.get("aborted_clients"):
@@ -171,8 +214,9 @@ def markdown(results: Row) -> str:
         "## Settings",
         "",
         f"pgbench -S (select-only), scale {settings['scale']}, -j 2, "
-        f"{settings['duration_s']} s per run, pool size {settings['pool_size']}; pgbench, "
-        "PostgreSQL and the proxy share the machine's CPUs.",
+        f"{settings['duration_s']} s per run, {_rounds_text(settings.get('repeat', 1))}, "
+        f"pool size {settings['pool_size']}; pgbench, PostgreSQL and the proxy share the "
+        "machine's CPUs.",
         "",
         *[f"- {note}" for note in results.get("notes", [])],
         "",
@@ -191,6 +235,7 @@ def markdown(results: Row) -> str:
             "PgBouncer TPS",
             "pyproxy TPS",
             "pyproxy/PgBouncer TPS",
+            "range over rounds",
             "pyproxy/direct TPS",
             "PgBouncer CPU µs/tx",
             "pyproxy CPU µs/tx",
@@ -205,6 +250,7 @@ def markdown(results: Row) -> str:
                 _num(r["pgbouncer_tps"]),
                 _num(r["pyproxy_tps"]),
                 _num(r["tps_pyproxy_vs_pgbouncer"], 2),
+                _spread(r["tps_pyproxy_vs_pgbouncer_range"]),
                 _num(r["tps_pyproxy_vs_direct"], 2),
                 _num(r["pgbouncer_cpu_us"], 1),
                 _num(r["pyproxy_cpu_us"], 1),
@@ -216,6 +262,7 @@ def markdown(results: Row) -> str:
     out += ["", "## Every run (in the order run)", ""]
     out += _table(
         [
+            "round",
             "target",
             "mode",
             "protocol",
@@ -240,12 +287,15 @@ def markdown(results: Row) -> str:
 
 def _run_row(run: Row, runs: list[Row]) -> list[str]:
     tps_b = tps_d = cpu_b = None
+    round_ = run.get("round", 0)
     if run["target"] == "pyproxy":
-        bouncer = find(runs, "pgbouncer", run["mode"], run["protocol"], run["clients"]) or {}
-        direct = find(runs, "direct", None, run["protocol"], run["clients"]) or {}
+        cell = (run["protocol"], run["clients"], round_)
+        bouncer = find(runs, "pgbouncer", run["mode"], *cell) or {}
+        direct = find(runs, "direct", None, *cell) or {}
         tps_b, tps_d = ratio(run["tps"], bouncer.get("tps")), ratio(run["tps"], direct.get("tps"))
         cpu_b = ratio(run["proxy_cpu_us_per_tx"], bouncer.get("proxy_cpu_us_per_tx"))
     return [
+        str(round_ + 1),
         TARGET_LABELS[run["target"]],
         run["mode"] or "-",
         run["protocol"],

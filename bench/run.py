@@ -33,7 +33,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a ~3 minute subset of the matrix")
     parser.add_argument("--out", type=Path, help="results directory (default bench/results/<time>)")
-    parser.add_argument("--duration", type=int, help="seconds per pgbench run (quick 6, full 15)")
+    parser.add_argument("--duration", type=int, help="seconds per pgbench run (quick 6, full 5)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="rounds per cell; the report takes medians over them (quick 1, full 3)",
+    )
     parser.add_argument("--idle-clients", type=int, help="idle clients for the RSS test")
     parser.add_argument("--scale", type=int, default=10, help="pgbench scale factor")
     parser.add_argument("--pool-size", type=int, default=20)
@@ -80,8 +85,8 @@ def notes(
     spec: MatrixSpec, env: Environment, skipped_prepared: bool, idle_clients: int
 ) -> list[str]:
     found = [
-        "Targets of one cell run back to back, the first of them rotating from cell to cell, "
-        "so drift of the machine hits all targets alike.",
+        "Targets of one cell run back to back, the first of them rotating from round to "
+        "round and cell to cell, so drift of the machine hits all targets alike.",
         "Direct PostgreSQL has no pool mode: it runs once per (protocol, clients) and its "
         "figures are compared with every mode.",
         "Client authentication is trust on every target (the benchmark's pg_hba.conf trusts "
@@ -177,15 +182,16 @@ def run_matrix(
             continue
         seconds = run_seconds(duration, run.clients)
         result = run_pgbench(target, run.mode, run.protocol, run.clients, seconds, log_dir)
-        rows.append(result.to_dict())
-        progress.report(describe(result))
+        rows.append(result.to_dict() | {"round": run.round})
+        progress.report(f"round {run.round + 1}: {describe(result)}")
     return rows
 
 
 def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     spec = QUICK if args.quick else FULL
     spec = MatrixSpec(spec.modes, spec.protocols, spec.clients, spec.extra_cells, args.pool_size)
-    duration = args.duration or (6 if args.quick else 15)
+    duration = args.duration or (6 if args.quick else 5)
+    repeat = max(1, args.repeat or (1 if args.quick else 3))
     idle_clients = args.idle_clients or (2000 if args.quick else 10000)
     started_wall, started = datetime.datetime.now().astimezone(), time.monotonic()
     skip_prepared = not pgbouncer_carries_prepared(pgbouncer_version())
@@ -203,6 +209,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "pyproxy_event_loop": env.pyproxy_event_loop,
             "settings": {
                 "duration_s": duration,
+                "repeat": repeat,
                 "scale": args.scale,
                 "pool_size": args.pool_size,
                 "threads": 2,
@@ -214,8 +221,8 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         warm_up(env, spec.modes, args.pool_size)
         results["idle_rss"] = idle_rss(env, idle_clients)
         results["connection_rate"] = connection_rate(env, max(4, duration // 2))
-        plan = build_plan(spec, tuple(p for p in PROXIES if p in env.targets), skip)
-        log(f"matrix: {len(plan)} pgbench runs of {duration} s")
+        plan = build_plan(spec, tuple(p for p in PROXIES if p in env.targets), skip, repeat)
+        log(f"matrix: {len(plan)} pgbench runs of {duration} s ({repeat} rounds per cell)")
         with tempfile.TemporaryDirectory(prefix="bench-logs-") as log_dir:
             results["runs"] = run_matrix(env, plan, duration, Path(log_dir))
         results["errors"] = env.errors
