@@ -161,7 +161,11 @@ class PoolManager:
             else:
                 self.add_pool(cid, p)
         for live in self._live.values():
-            live.cluster = self._clusters.get(self._defs[live.name][0], live.cluster)
+            cluster = self._clusters.get(self._defs[live.name][0], live.cluster)
+            live.cluster = cluster
+            # Passwords may have been rotated: the next server login uses the file's.
+            account = cluster.user(live.login_user)
+            live.login_password = account.password if account else None
 
     # ---- statistics -------------------------------------------------------------------------
 

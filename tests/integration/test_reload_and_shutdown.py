@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.support.pgcluster import APP_DB, PgServer
-from tests.support.proxy import SCRAM_PASSWORD, SCRAM_USER
+from tests.support.proxy import SCRAM_PASSWORD, SCRAM_USER, superuser_conn
 from tests.support.toml_config import REPO_ROOT, config_text, pool_text
 from tests.support.toml_config import SUBPROCESS_ENV as ENV
 
@@ -126,6 +126,46 @@ async def test_sighup_adds_changes_and_removes_pools_without_dropping_healthy_cl
     with pytest.raises(asyncpg.PostgresError, match="query_timeout"):
         await kept.fetchval("SELECT pg_sleep(2)")
     await added.close()
+
+
+async def test_sighup_with_a_rotated_password_logs_new_servers_in_with_it(
+    pg: PgServer, serve: Serve
+) -> None:
+    role, old, new = "rotating_role", "old-secret-1", "new-secret-2"
+    admin = await superuser_conn(pg)
+    await admin.execute(f"DROP ROLE IF EXISTS {role}")
+    await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{old}'")
+    try:
+        pool = pool_text("rotpool", size=2, user=role)
+        served = await serve(config_text(pg, pool, users=((role, old),)))
+        dsn = f"postgresql://{role}:{{}}@127.0.0.1:{served.port}/rotpool"
+        holder = await asyncpg.connect(dsn.format(old), statement_cache_size=0)
+        await holder.execute("BEGIN")  # keeps the pool's first server busy
+        assert await holder.fetchval("SELECT 1") == 1
+        # The password changes in PostgreSQL, then in the file, which is reloaded.
+        await admin.execute(f"ALTER ROLE {role} PASSWORD '{new}'")
+        await served.reload(config_text(pg, pool, users=((role, new),)), "configuration reloaded")
+        # A second client needs a second server: its login must use the new password.
+        other = await asyncpg.connect(dsn.format(new), statement_cache_size=0, timeout=BOUND)
+        # (With the old password the login fails and the query would wait for the holder.)
+        assert await asyncio.wait_for(other.fetchval("SELECT current_user"), BOUND) == role
+        assert await holder.fetchval("SELECT 2") == 2, "the open transaction goes on"
+        await holder.execute("COMMIT")
+        await other.close()
+        await holder.close()
+    finally:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
+        )
+        for _ in range(50):
+            left = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", role
+            )
+            if not left:
+                break
+            await asyncio.sleep(0.1)
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
 
 
 async def test_sigterm_lets_a_long_transaction_commit_and_tells_idle_clients(
