@@ -105,6 +105,7 @@ class ClientConn(asyncio.Protocol):
         "replay",
         "server",
         "session_mode",
+        "session_xact_start",
         "startup",
         "state",
         "statement_mode",
@@ -140,6 +141,7 @@ class ClientConn(asyncio.Protocol):
         self.connected_at = time.monotonic()
         self.last_active = self.connected_at
         self.xact_start = 0.0
+        self.session_xact_start = 0.0  # session mode: when the janitor first saw a transaction
         self.query_start = 0.0
         self.reading_paused = False
         self._paused_server: ServerConn | None = None
@@ -515,6 +517,7 @@ class ClientConn(asyncio.Protocol):
             return
         self.pending_data.append(data)
         self.state = WAITING
+        self.wait_since = time.monotonic()
         assert self.pool is not None
         self.pool.acquire(self)
 
@@ -553,6 +556,7 @@ class ClientConn(asyncio.Protocol):
         queued.clear()
         if data:
             self._forward(data)
+            self.query_start = self.wait_since  # query_timeout counts the time queued
 
     def _forward(self, data: bytes) -> None:
         """Hot path: pass client bytes to the linked server, counting requests."""

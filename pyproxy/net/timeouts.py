@@ -56,6 +56,7 @@ def check_client(client: ClientConn, now: float) -> None:
             return
     elif client.session_mode:
         # A session-mode client keeps its server while idle between transactions.
+        client.session_xact_start = 0.0
         if (
             s.client_idle_timeout > 0
             and not client.open_ext
@@ -63,11 +64,22 @@ def check_client(client: ClientConn, now: float) -> None:
         ):
             client.kick(_idle_client(s.client_idle_timeout))
         return
-    if (
-        s.transaction_timeout > 0
-        and not client.session_mode
-        and now - client.xact_start >= s.transaction_timeout
-    ):
+    if s.transaction_timeout <= 0:
+        return
+    started = client.xact_start
+    if client.session_mode:
+        # The server stays linked across transactions, so find where this one began.
+        if server.status == _IDLE:
+            # No transaction block: the statement running now (a transaction of its own) was
+            # sent at query_start, or after the last ReadyForQuery when pipelined.
+            client.session_xact_start = 0.0
+            started = max(client.query_start, server.ready_at)
+        else:
+            # Inside a block: timed from the first check that saw it (these checks run every
+            # JANITOR_INTERVAL, so at most that late).
+            started = client.session_xact_start or now
+            client.session_xact_start = started
+    if now - started >= s.transaction_timeout:
         client.kick(
             PgError(
                 TRANSACTION_TIMEOUT,

@@ -414,27 +414,8 @@ class Pool:
     def tick(self, now: float) -> None:
         """Called by the janitor a few times a second: timeouts, idle servers, min_pool_size."""
         s = self.settings
-        if (s.query_wait_timeout > 0 or s.query_wait_notify > 0) and not self.paused:
-            for w in list(self.waiters):
-                waited = now - w.wait_since
-                if s.query_wait_timeout > 0 and waited >= s.query_wait_timeout:
-                    self.waiters.remove(w)
-                    w.on_wait_error(
-                        PgError(
-                            QUERY_WAIT_TIMEOUT,
-                            "query_wait_timeout: no server "
-                            f"connection became free in {s.query_wait_timeout:g}"
-                            f' s (pool "{self.name}", size {self.cfg.size})',
-                            fatal=True,
-                        )
-                    )
-                elif s.query_wait_notify > 0 and waited >= s.query_wait_notify and not w.notified:
-                    w.notified = True
-                    w.notice(
-                        f'No server connection available in pool "{self.name}", client being queued'
-                    )
-                elif waited < min(s.query_wait_timeout or waited, s.query_wait_notify or waited):
-                    break
+        if self.waiters and not self.paused:
+            self._check_waiters(s, now)
         self.release_held(HOLD_IDLE)
         if self.waiters:
             self._serve_waiters()
@@ -462,6 +443,43 @@ class Pool:
         ):
             for _ in range(keep - self.total):
                 self._launch()
+
+    def _check_waiters(self, s: PoolSettings, now: float) -> None:
+        """Queued clients: query_timeout and query_wait_timeout end the wait, query_wait_notify
+        tells the client once why it waits."""
+        limits = [t for t in (s.query_timeout, s.query_wait_timeout, s.query_wait_notify) if t > 0]
+        if not limits:
+            return
+        first = min(limits)
+        for w in list(self.waiters):
+            waited = now - w.wait_since
+            if waited < first:
+                break  # the queue is in arrival order: the rest waited less
+            if 0 < s.query_timeout <= waited:
+                # PgBouncer counts a query's time from its arrival, queue included.
+                error = PgError(
+                    QUERY_CANCELED,
+                    f"query_timeout: query waited longer than {s.query_timeout:g} s for a "
+                    f'server (pool "{self.name}", size {self.cfg.size})',
+                    fatal=True,
+                )
+            elif 0 < s.query_wait_timeout <= waited:
+                error = PgError(
+                    QUERY_WAIT_TIMEOUT,
+                    "query_wait_timeout: no server "
+                    f"connection became free in {s.query_wait_timeout:g}"
+                    f' s (pool "{self.name}", size {self.cfg.size})',
+                    fatal=True,
+                )
+            else:
+                if not w.notified:
+                    w.notified = True
+                    w.notice(
+                        f'No server connection available in pool "{self.name}", client being queued'
+                    )
+                continue
+            self.waiters.remove(w)
+            w.on_wait_error(error)
 
     def resume(self) -> None:
         """After a pause: serve queued clients from idle servers, open more if needed."""

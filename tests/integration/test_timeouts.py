@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.pgcluster import PgServer
 from tests.support.proxy import (
+    DEFAULT_POOL,
+    SCRAM_PASSWORD,
     SCRAM_USER,
     backends,
     pool_entry,
@@ -24,6 +26,7 @@ from tests.support.proxy import (
 from tests.support.proxy import (
     superuser_conn as admin_conn,
 )
+from tests.support.wire import WireClient, error_fields, query
 
 BOUND = 3.0  # seconds within which a timeout set to a fraction of a second must have fired
 
@@ -164,12 +167,57 @@ async def test_query_timeout_kills_a_long_query_and_its_backend_work(pg: PgServe
         await admin.close()
 
 
-async def test_transaction_timeout_ends_a_long_transaction_not_a_short_one(pg: PgServer) -> None:
-    async with running_proxy(pg, [pool_entry(size=1, transaction_timeout=0.5)]) as proxy:
+async def test_query_timeout_ends_a_client_queued_longer_than_it(pg: PgServer) -> None:
+    pool = pool_entry(size=1, query_timeout=0.5, query_wait_timeout=30, query_wait_notify=0)
+    async with running_proxy(pg, [pool]) as proxy:
+        holder = await proxy.asyncpg()
+        waiter = await psycopg.AsyncConnection.connect(proxy.dsn(), autocommit=True)
+        tx = holder.transaction()
+        await tx.start()  # holds the only server, idle in transaction: no query running
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled) as info:
+            await waiter.execute("SELECT 1")
+        waited = time.monotonic() - started
+        assert "query_timeout" in str(info.value)
+        assert "waited" in str(info.value)
+        assert 0.4 <= waited < BOUND
+        # The client holding the server is untouched and goes on with its transaction.
+        assert await holder.fetchval("SELECT 41 + 1") == 42
+        await tx.commit()
+        await holder.close()
+        await waiter.close()
+
+
+async def test_query_timeout_counts_the_time_a_query_spent_queued(pg: PgServer) -> None:
+    # 1.0 s queued behind the holder + 1.0 s running > 1.5 s: the waiter's query times out,
+    # although neither its wait nor its run alone would.
+    pool = pool_entry(size=1, query_timeout=1.5, query_wait_timeout=30, query_wait_notify=0)
+    async with running_proxy(pg, [pool]) as proxy:
+        holder = await proxy.asyncpg()
+        waiter = await psycopg.AsyncConnection.connect(proxy.dsn(), autocommit=True)
+        first = asyncio.ensure_future(holder.fetchval("SELECT pg_sleep(1.0)::text || 'ok'"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(psycopg.errors.QueryCanceled) as info:
+            await waiter.execute("SELECT pg_sleep(1.0)")
+        assert "query_timeout" in str(info.value)
+        assert await first == "ok"  # 1.0 s < 1.5 s: the holder's query was not touched
+        assert await holder.fetchval("SELECT 1") == 1
+        await holder.close()
+        await waiter.close()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+async def test_transaction_timeout_ends_a_long_transaction_not_a_short_one(
+    pg: PgServer, mode: str
+) -> None:
+    pool = pool_entry(size=2, mode=mode, transaction_timeout=0.5)
+    async with running_proxy(pg, [pool]) as proxy:
         short = await proxy.asyncpg()
+        # Short transactions over a client lifetime longer than the timeout: never ended.
         for _ in range(3):
             async with short.transaction():
                 await short.fetchval("SELECT pg_sleep(0.1)")
+            await asyncio.sleep(0.2)
         long = await psycopg.AsyncConnection.connect(proxy.dsn())
         started = time.monotonic()
         with pytest.raises(psycopg.errors.TransactionTimeout) as info:
@@ -179,6 +227,36 @@ async def test_transaction_timeout_ends_a_long_transaction_not_a_short_one(pg: P
         assert "transaction_timeout" in str(info.value)
         assert await short.fetchval("SELECT 3") == 3
         await short.close()
+
+
+async def test_session_mode_transaction_timeout_spares_pipelined_short_statements(
+    pg: PgServer,
+) -> None:
+    # Twenty 0.05 s queries sent at once: the client waits 1 s without a pause, but each simple
+    # Query is a transaction of its own, well under the timeout.
+    pool = pool_entry(size=1, mode="session", transaction_timeout=0.5)
+    async with running_proxy(pg, [pool], proxy={"auth_type": "md5"}) as proxy:
+        client = await WireClient.open(proxy.host, proxy.port)
+        try:
+            login = await client.login(SCRAM_USER, DEFAULT_POOL, SCRAM_PASSWORD)
+            assert login[-1][0] == "Z"
+            started = time.monotonic()
+            await client.send(b"".join(query(f"SELECT pg_sleep(0.05), {i}") for i in range(20)))
+            replies = [await client.read_until("Z") for _ in range(20)]
+            assert time.monotonic() - started >= 0.9
+            assert all(r and r[-1] == ("Z", b"I") for r in replies), replies
+            assert not [m for r in replies for m in r if m[0] == "E"]
+            # ... while one transaction block of the same length is ended.
+            await client.send(query("BEGIN"))
+            await client.read_until("Z")
+            for _ in range(20):
+                reply = await client.simple_query("SELECT pg_sleep(0.05)")
+                if not reply or reply[-1][0] != "Z":
+                    break
+            assert reply and reply[-1][0] == "E", reply
+            assert error_fields(reply[-1][1])["C"] == "25P04"
+        finally:
+            await client.close()
 
 
 @pytest.mark.parametrize("mode", ["transaction", "session"])
