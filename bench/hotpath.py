@@ -3,7 +3,7 @@
 Real pyproxy objects (pool, client and server protocols) are driven with fake transports through
 `pgbench -S`-shaped transactions: a client request goes in, the server's reply comes back, and
 the pool keeps, passes on or queues. It prints microseconds and Python bytecode instructions per
-transaction for two situations of a transaction pool of 20:
+transaction for two situations of a pool of 20, in transaction and in statement mode:
 
 - ``kept``: 10 clients, so nobody waits and each client keeps its server between transactions;
 - ``queued``: 200 clients, so every finished transaction hands the server to a queued client.
@@ -32,6 +32,7 @@ from pyproxy.proto import messages as m
 
 POOL_SIZE = 20
 SITUATIONS = {"kept": 10, "queued": 200}
+MODES = ("transaction", "statement")
 
 
 def _msg(kind: bytes, body: bytes) -> bytes:
@@ -86,7 +87,7 @@ class _Transport:
         pass
 
 
-def _world(clients: int) -> tuple[list[ServerConn], list[ClientConn]]:
+def _world(clients: int, mode: str = "transaction") -> tuple[list[ServerConn], list[ClientConn]]:
     cfg = parse_config(
         {
             "proxy": {"listen": "127.0.0.1:0", "auth_type": "trust", "query_wait_timeout": 120},
@@ -96,7 +97,15 @@ def _world(clients: int) -> tuple[list[ServerConn], list[ClientConn]]:
                     "id": "00000000-0000-4000-8000-000000000001",
                     "max_connections": 100,
                     "users": [{"name": "app", "password": "secret"}],
-                    "pools": [{"name": "bench_tx", "db": "app", "user": "app", "size": POOL_SIZE}],
+                    "pools": [
+                        {
+                            "name": "bench_tx",
+                            "db": "app",
+                            "user": "app",
+                            "size": POOL_SIZE,
+                            "mode": mode,
+                        }
+                    ],
                 }
             ],
         }
@@ -124,6 +133,7 @@ def _world(clients: int) -> tuple[list[ServerConn], list[ClientConn]]:
         client.connection_made(_Transport())  # type: ignore[arg-type]
         client.pool = pool
         client.mode = pool.mode
+        client.statement_mode = pool.mode == "statement"
         client.track = client.inspect = True
         client.params = {}
         client.state = READY
@@ -149,10 +159,12 @@ def _transactions(servers: list[ServerConn], request: bytes, reply: bytes, count
         done += 1
 
 
-def measure(situation: str, protocol: str, count: int) -> tuple[float, float]:
+def measure(
+    situation: str, protocol: str, count: int, mode: str = "transaction"
+) -> tuple[float, float]:
     """(µs, bytecode instructions) per transaction."""
     request, reply = PROTOCOLS[protocol]
-    servers, clients = _world(SITUATIONS[situation])
+    servers, clients = _world(SITUATIONS[situation], mode)
     for client in clients:
         client.data_received(request)
     _transactions(servers, request, reply, 1000)  # warm up
@@ -178,11 +190,12 @@ def measure(situation: str, protocol: str, count: int) -> tuple[float, float]:
 
 
 async def _main(count: int) -> None:
-    print(f"{'situation':10} {'protocol':9} {'µs/tx':>7} {'instructions/tx':>16}")
-    for situation in SITUATIONS:
-        for protocol in PROTOCOLS:
-            micros, instructions = measure(situation, protocol, count)
-            print(f"{situation:10} {protocol:9} {micros:7.2f} {instructions:16.0f}")
+    print(f"{'mode':12} {'situation':10} {'protocol':9} {'µs/tx':>7} {'instructions/tx':>16}")
+    for mode in MODES:
+        for situation in SITUATIONS:
+            for protocol in PROTOCOLS:
+                micros, instructions = measure(situation, protocol, count, mode)
+                print(f"{mode:12} {situation:10} {protocol:9} {micros:7.2f} {instructions:16.0f}")
 
 
 def main(argv: list[str] | None = None) -> None:

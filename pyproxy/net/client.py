@@ -26,6 +26,7 @@ from pyproxy.net.copyflow import (
 from pyproxy.net.requests import forward_slow
 from pyproxy.pool import params as P
 from pyproxy.pool.session_state import needs_analysis, parse_needs_analysis
+from pyproxy.pool.sqlscan import first_keywords
 from pyproxy.proto import messages as m
 from pyproxy.proto.framing import MessageFramer, StartupFramer
 
@@ -852,8 +853,6 @@ def _count_requests(data: bytes) -> int:
 
 def _starts_transaction(data: bytes) -> bool:
     """Does a simple Query begin with BEGIN or START TRANSACTION (comments skipped)?"""
-    from pyproxy.pool.sqlscan import first_keywords
-
     if len(data) < 6:
         return False
     head = data[5:10].lower()
