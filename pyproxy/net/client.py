@@ -43,6 +43,7 @@ _STATEMENT_BLOCK = "transaction blocks not allowed in statement pooling mode"
 _ids = iter(range(1, 1 << 62))
 LARGE_MESSAGE = 64 * 1024  # incomplete messages above this size are collected without copies
 WAIT_BUFFER = 256 * 1024  # bytes a queued client may send before pyproxy stops reading it
+MAX_GREETINGS = 64  # login greetings remembered per pool (one per set of startup parameters)
 
 # What the forward path does per client message type (0: just forward, e.g. CopyData, Flush).
 (
@@ -442,21 +443,18 @@ class ClientConn(asyncio.Protocol):
         await pool.wait_welcome()
         if self.state == CLOSED:
             return
-        assert pool.welcome is not None
-        welcome = dict(pool.welcome)
-        for key, value in self.params.items():
-            welcome[key] = value
-        if "client_encoding" in self.params:
-            welcome["client_encoding"] = _encoding_name(self.params["client_encoding"])
-        self.params = {k: v for k, v in welcome.items() if k in proxy.tracked}
-        out = [m.AUTH_OK_MSG]
-        names = pool.welcome_names
-        for key, value in welcome.items():
-            out.append(m.parameter_status(names.get(key, key), value))
+        # Clients of a pool mostly log in with the same parameters: build each greeting once.
+        greeting_key = (tuple(self.params.items()), proxy.tracked)
+        greeting = pool.greetings.get(greeting_key)
+        if greeting is None:
+            greeting = self._greeting(pool)
+            if len(pool.greetings) >= MAX_GREETINGS:
+                pool.greetings.clear()
+            pool.greetings[greeting_key] = greeting
+        hello, params = greeting
+        self.params = dict(params)
         self.key = proxy.new_cancel_key(self)
-        out.append(m.backend_key_data(*self.key))
-        out.append(m.READY_IDLE)
-        self.transport.write(b"".join(out))
+        self.transport.write(hello + m.backend_key_data(*self.key) + m.READY_IDLE)
         rest = self.framer.take_rest() if self.framer is not None else b""
         self.framer = None
         self.auth = None
@@ -465,6 +463,22 @@ class ClientConn(asyncio.Protocol):
         log.debug("[c%d] %s logged in as %s to pool %s", self.id, self.peer, self.user, pool.name)
         if rest:
             self.data_received(rest)
+
+    def _greeting(self, pool: Pool) -> tuple[bytes, dict[str, str]]:
+        """AuthenticationOk and the ParameterStatus set for this client's startup parameters
+        over the pool's server parameters, and the tracked parameters it starts with."""
+        assert pool.welcome is not None
+        welcome = dict(pool.welcome)
+        for key, value in self.params.items():
+            welcome[key] = value
+        if "client_encoding" in self.params:
+            welcome["client_encoding"] = _encoding_name(self.params["client_encoding"])
+        tracked = self.proxy.tracked
+        params = {k: v for k, v in welcome.items() if k in tracked}
+        names = pool.welcome_names
+        out = [m.AUTH_OK_MSG]
+        out.extend(m.parameter_status(names.get(k, k), v) for k, v in welcome.items())
+        return b"".join(out), params
 
     # ---- requests ---------------------------------------------------------------------------
 

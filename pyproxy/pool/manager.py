@@ -117,7 +117,7 @@ class PoolManager:
                     server.close("pool db/user changed")
                 for server in live.active:
                     server.stale = True
-                live.welcome = None
+                live.forget_welcome()
             while live.idle and live.total > pool.size:
                 live.idle.popleft().close("pool shrunk")
         log.info("pool %s updated (%s, size %d, db %s)", name, pool.mode, pool.size, pool.db)

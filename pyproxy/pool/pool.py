@@ -88,6 +88,8 @@ class Pool:
         self.clients: set[Any] = set()
         self.welcome: dict[str, str] | None = None
         self.welcome_names: dict[str, str] = {}
+        # Login greetings built from ``welcome``, by the client's startup parameters.
+        self.greetings: dict[Any, tuple[bytes, dict[str, str]]] = {}
         self._welcome_waiters: list[asyncio.Future[None]] = []
         self.last_error: PgError | None = None
         self.last_error_at = 0.0
@@ -235,6 +237,7 @@ class Pool:
         if self.welcome is None:
             self.welcome = dict(server.params)
             self.welcome_names = dict(server.param_names)
+            self.greetings.clear()
         for fut in self._welcome_waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -258,6 +261,11 @@ class Pool:
             waiters, self.waiters = self.waiters, deque()
             for w in waiters:
                 w.on_wait_error(exc)
+
+    def forget_welcome(self) -> None:
+        """The server behind the pool changed: learn its parameters again at the next login."""
+        self.welcome = None
+        self.greetings.clear()
 
     async def wait_welcome(self) -> None:
         """Wait until one server login has told us the server's ParameterStatus set."""

@@ -143,3 +143,26 @@ async def test_login_sends_auth_ok_parameters_key_and_ready(make_proxy: MakeProx
     assert params["client_encoding"] == "UTF8"
     assert params["server_version"].startswith(("15", "16", "17", "14", "13"))
     assert len(messages[-2][1]) == 8  # BackendKeyData: process id and secret key
+
+
+async def test_each_login_is_greeted_with_its_own_parameters(make_proxy: MakeProxy) -> None:
+    # Greetings are built once per set of startup parameters and reused: a client must still
+    # get its own values, never those of the client before it, and its own cancel key.
+    proxy = await make_proxy(proxy=TRUST)
+    logins = [("Asia/Tokyo", "first"), ("Etc/UTC", "second"), ("Asia/Tokyo", "first")]
+    keys = []
+    for timezone, app in [*logins, ("Etc/UTC", "third")]:
+        client = await WireClient.open(proxy.host, proxy.port)
+        try:
+            messages = await client.login(
+                SCRAM_USER, "testpool", TimeZone=timezone, application_name=app
+            )
+            params = dict(parameter_status(body) for k, body in messages if k == "S")
+            assert (params["TimeZone"], params["application_name"]) == (timezone, app)
+            keys.append(messages[-2][1])
+            reply = await client.simple_query("SHOW TimeZone")
+            rows = [body for k, body in reply if k == "D"]
+            assert rows and timezone.encode() in rows[0]
+        finally:
+            await client.close()
+    assert len(set(keys)) == len(keys)
