@@ -89,24 +89,35 @@ class ClientAuth:
             raise self._failed() from None
 
     def _done(self) -> None:
+        """Authenticated: the client joins its pool, and is greeted at once unless the pool
+        still has to learn its server's parameters (then a task waits for them)."""
         from pyproxy.net.client import LOGIN
 
         self.client.state = LOGIN
+        try:
+            if self.client.attach():
+                self.proxy.login_done(self.client)
+                return
+        except Exception as exc:
+            self._login_ended(exc)
+            return
         task = self.proxy.spawn(self.client.finish_login())
 
         def finished(t: asyncio.Task[None]) -> None:
-            self.proxy.login_done(self.client)
             if t.cancelled():
+                self.proxy.login_done(self.client)
                 return
-            exc = t.exception()
-            if isinstance(exc, PgError):
-                self.client.fatal(
-                    PgError(exc.sqlstate, exc.message, fatal=True, detail=exc.detail, hint=exc.hint)
-                )
-            elif exc is not None:
-                log.error("[c%d] login failed: %r", self.client.id, exc)
-                self.client.fatal(
-                    PgError("XX000", f"internal error during login: {exc}", fatal=True)
-                )
+            self._login_ended(t.exception())
 
         task.add_done_callback(finished)
+
+    def _login_ended(self, exc: BaseException | None) -> None:
+        """The end of a login: the deadline stops; an error ends the client."""
+        self.proxy.login_done(self.client)
+        if isinstance(exc, PgError):
+            self.client.fatal(
+                PgError(exc.sqlstate, exc.message, fatal=True, detail=exc.detail, hint=exc.hint)
+            )
+        elif exc is not None:
+            log.error("[c%d] login failed: %r", self.client.id, exc)
+            self.client.fatal(PgError("XX000", f"internal error during login: {exc}", fatal=True))

@@ -417,8 +417,9 @@ class ClientConn(asyncio.Protocol):
             else:
                 raise ProtocolError(f"unexpected message {chr(t)!r} during login")
 
-    async def finish_login(self) -> None:
-        """Authenticated: attach to the pool, learn its parameters, send the welcome."""
+    def attach(self) -> bool:
+        """Authenticated: join the pool; True when the client is greeted at once (the pool
+        knows its server's parameters), False when ``finish_login`` must wait for them."""
         proxy = self.proxy
         pool = proxy.manager.get_pool(self.database, self.user)
         if pool is None:
@@ -440,9 +441,23 @@ class ClientConn(asyncio.Protocol):
         self.statement_mode = self.mode == "statement"
         self.track = not self.session_mode and pool.settings.max_prepared_statements > 0
         self.inspect = not self.session_mode
+        if pool.welcome is None:
+            return False
+        self._greet(pool)
+        return True
+
+    async def finish_login(self) -> None:
+        """Greet the client once the pool has learnt its server's parameters."""
+        pool = self.pool
+        assert pool is not None
         await pool.wait_welcome()
         if self.state == CLOSED:
             return
+        self._greet(pool)
+
+    def _greet(self, pool: Pool) -> None:
+        """AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery: the client is in."""
+        proxy = self.proxy
         # Clients of a pool mostly log in with the same parameters: build each greeting once.
         greeting_key = (tuple(self.params.items()), proxy.tracked)
         greeting = pool.greetings.get(greeting_key)
