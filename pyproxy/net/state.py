@@ -125,8 +125,10 @@ class ProxyState:
     # ---- cancel -----------------------------------------------------------------------------
 
     def new_cancel_key(self, client: ClientConn) -> tuple[int, int]:
+        """A random (process id, secret) pair, unique among live clients (one urandom call)."""
         while True:
-            key = (secrets.randbits(31), secrets.randbits(32))
+            bits = int.from_bytes(secrets.token_bytes(8))
+            key = ((bits >> 32) & 0x7FFFFFFF, bits & 0xFFFFFFFF)
             if key not in self.cancel_keys:
                 self.cancel_keys[key] = client
                 return key
