@@ -43,6 +43,7 @@ _STATEMENT_BLOCK = "transaction blocks not allowed in statement pooling mode"
 _ids = iter(range(1, 1 << 62))
 LARGE_MESSAGE = 64 * 1024  # incomplete messages above this size are collected without copies
 WAIT_BUFFER = 256 * 1024  # bytes a queued client may send before pyproxy stops reading it
+_TERMINATE_MSG = b"X\x00\x00\x00\x04"
 MAX_GREETINGS = 64  # login greetings remembered per pool (one per set of startup parameters)
 
 # What the forward path does per client message type (0: just forward, e.g. CopyData, Flush).
@@ -615,6 +616,9 @@ class ClientConn(asyncio.Protocol):
             server.stmts.sent_seg += 1
             self._copy_syncs = 0
             st.write(data)
+            return
+        if data == _TERMINATE_MSG:  # the client leaves; the server goes back when it is gone
+            self.transport.close()
             return
         off = 0
         last = n - 5

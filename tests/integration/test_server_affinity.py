@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from tests.integration.conftest import MakeProxy
-from tests.support.proxy import pool_entry
+from tests.support.proxy import DEFAULT_POOL, SCRAM_PASSWORD, SCRAM_USER, pool_entry
+from tests.support.wire import WireClient, typed
 
 
 async def test_consecutive_transactions_stay_on_one_server_when_nobody_waits(
@@ -56,3 +57,30 @@ async def test_kept_servers_go_back_to_the_pool_when_the_client_idles(
         assert stats["sv_active"] == 0 and stats["sv_idle"] >= 1
     finally:
         await a.close()
+
+
+async def test_terminate_closes_the_client_and_leaves_its_kept_server_reusable(
+    make_proxy: MakeProxy,
+) -> None:
+    proxy = await make_proxy([pool_entry(mode="transaction", size=1)], proxy={"auth_type": "md5"})
+    table = "terminate_probe"
+    other = await proxy.asyncpg()
+    try:
+        await other.execute(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (x int)")
+        pid = await other.fetchval("SELECT pg_backend_pid()")
+        for _ in range(2):
+            client = await WireClient.open(proxy.host, proxy.port)
+            try:
+                assert (await client.login(SCRAM_USER, DEFAULT_POOL, SCRAM_PASSWORD))[-1][0] == "Z"
+                reply = await client.simple_query(f"INSERT INTO {table} VALUES (1)")
+                assert reply[-1] == ("Z", b"I")  # the client now keeps the only server
+                await client.send(typed("X", b""))
+                assert await client.at_eof(), "pyproxy closes the connection at Terminate"
+            finally:
+                await client.close()
+            # The server was neither closed nor left dirty: the same backend serves on.
+            assert await asyncio.wait_for(other.fetchval("SELECT pg_backend_pid()"), 2) == pid
+        assert await other.fetchval(f"SELECT count(*) FROM {table}") == 2
+        await other.execute(f"DROP TABLE {table}")
+    finally:
+        await other.close()
