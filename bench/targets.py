@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pyproxy.testing.pgcluster import free_port, port_open
 
 MODES = ("transaction", "session", "statement")
 POOL_NAMES = {"transaction": "bench_tx", "session": "bench_session", "statement": "bench_stmt"}
@@ -47,27 +47,6 @@ def raise_fd_limit() -> None:
     """Raise this process's open-file soft limit to its hard limit (used as a preexec_fn too)."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def free_port() -> int:
-    """A TCP port below the kernel's ephemeral range (32768+) that nothing is bound to now."""
-    for _ in range(200):
-        port = random.randrange(16000, 32768)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free TCP port below 32768")
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def wait_until(check: Callable[[], bool], what: str, alive: Callable[[], bool]) -> None:

@@ -284,6 +284,7 @@ class ClientConn(asyncio.Protocol):
                             # A busy pool: wait behind the clients already queued.
                             self.pending_data.append(data)
                             self.state = WAITING
+                            self.wait_since = time.monotonic()
                             pool.enqueue(self)
                             return
                     elif pool.idle and self._link_idle(data):

@@ -166,8 +166,8 @@ class Pool:
         self.enqueue(client)
 
     def enqueue(self, client: Any) -> None:
-        """Queue ``client`` (``acquire`` when no server can be linked at once)."""
-        client.wait_since = time.monotonic()
+        """Queue ``client`` (``acquire`` when no server can be linked at once); its
+        ``wait_since`` says when the request that waits arrived."""
         client.notified = False
         self.waiters.append(client)
         self.stats["wait_count"] += 1
@@ -311,8 +311,9 @@ class Pool:
         self.idle.append(server)
 
     def may_hold(self, server: Any) -> bool:
-        """May a client keep ``server`` after its transaction (nobody else needs it now)?"""
-        if self.paused or self.deleted or server.stale:
+        """May a client keep the clean (not stale) ``server`` after its transaction, nobody
+        else needing it now?"""
+        if self.paused or self.deleted:
             return False
         if len(self.idle) + len(self.active) + self.connecting > self.cfg.size:
             return False

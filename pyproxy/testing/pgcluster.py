@@ -142,7 +142,7 @@ class PgServer:
         """Stop the server (pg_ctl stop -m mode) and wait until it refuses connections."""
         local = self._require_local("stop")
         local.pg_ctl_stop(mode)
-        _wait_until(lambda: not _port_open(self.host, self.port), "the server to go down", local)
+        _wait_until(lambda: not port_open(self.host, self.port), "the server to go down", local)
 
     def start(self) -> None:
         """Start the stopped server on the same port and data dir; wait until it serves."""
@@ -269,7 +269,7 @@ def _start_docker(extra: dict[str, str]) -> PgServer:
 
     superuser, password = USERS["superuser"]
     settings = {**BASE_SETTINGS, **extra}
-    port = _free_port()
+    port = free_port()
     container = PostgresContainer(
         DOCKER_IMAGE, username=superuser, password=password, dbname="postgres", driver=None
     )
@@ -333,7 +333,7 @@ def _start_local(bindir: Path, extra: dict[str, str]) -> PgServer:
 def _start_on_free_port(local: _LocalCluster, attempts: int = 5) -> None:
     """Start on a probed free port; another process may take it first, so retry a few times."""
     for attempt in range(attempts):
-        local.port = _free_port()
+        local.port = free_port()
         try:
             local.pg_ctl_start()
             return
@@ -419,7 +419,7 @@ def _wait_until(check: Callable[[], bool], what: str, local: _LocalCluster | Non
         time.sleep(0.1)
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
             return True
@@ -427,7 +427,7 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A TCP port below the kernel's ephemeral range that nothing is bound to right now."""
     for _ in range(200):
         port = random.randrange(15000, 32768)
