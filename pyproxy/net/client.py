@@ -255,12 +255,6 @@ class ClientConn(asyncio.Protocol):
 
     # ---- incoming bytes ---------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        if self.state == LINKED:
-            self._forward(data)
-        else:
-            self._unlinked_data(data)
-
     def _unlinked_data(self, data: bytes) -> None:
         state = self.state
         checked = False
@@ -527,7 +521,7 @@ class ClientConn(asyncio.Protocol):
         server.link(self, None)
         self.state = LINKED
         self.xact_start = now
-        self._forward(data)
+        self.data_received(data)
         return True
 
     def _request(self, data: bytes, checked: bool = False) -> None:
@@ -563,6 +557,10 @@ class ClientConn(asyncio.Protocol):
             return
         self.server = server
         server.pending = 0
+        if self.params == server.tracked_values and not self.replay and not server.replayed:
+            server.link(self, None)  # nothing to align: the usual case
+            self.server_ready()
+            return
         sql = ""
         if self.params != server.tracked_values:
             diff = P.differences(self.params, server.params, self.proxy.tracked)
@@ -587,11 +585,15 @@ class ClientConn(asyncio.Protocol):
         data = queued[0] if len(queued) == 1 else b"".join(queued)
         queued.clear()
         if data:
-            self._forward(data)
+            self.data_received(data)
             self.query_start = self.wait_since  # query_timeout counts the time queued
 
-    def _forward(self, data: bytes) -> None:
-        """Hot path: pass client bytes to the linked server, counting requests."""
+    def data_received(self, data: bytes) -> None:
+        """Hot path: pass client bytes to the linked server, counting requests (other states:
+        ``_unlinked_data``)."""
+        if self.state != LINKED:
+            self._unlinked_data(data)
+            return
         server = self.server
         assert server is not None
         if server.held:  # a new transaction on the server kept for us
@@ -644,11 +646,16 @@ class ClientConn(asyncio.Protocol):
             if end > n:
                 break
             kind = kinds[data[off]]
-            if kind == _QUERY:
-                if inspect and needs_analysis(data, off + 5, end):
-                    break
-                pending += 1
-                seg += 1
+            if kind == _BIND:
+                open_ext = True
+                # Unnamed portal and statement (two NULs) pass at once; otherwise find out
+                # whether the statement is named (or the Bind malformed): the slow path decides.
+                if track and (end < off + 7 or data[off + 5] or data[off + 6]):
+                    portal_end = data.find(0, off + 5, end)
+                    if portal_end < 0 or portal_end + 1 >= end or data[portal_end + 1] != 0:
+                        break
+            elif kind == _EXECUTE:
+                open_ext = True
                 copy_syncs = 0
             elif kind == _SYNC:
                 pending += 1
@@ -666,19 +673,16 @@ class ClientConn(asyncio.Protocol):
                     if data[off + 5] != 0:
                         break  # a named statement: rewrite
                     sts.queue.append((0, seg, None))
-            elif kind == _BIND:
-                open_ext = True
-                if track:
-                    portal_end = data.find(0, off + 5, end)
-                    if portal_end < 0 or portal_end + 1 >= end or data[portal_end + 1] != 0:
-                        break  # a named statement (or a malformed Bind): the slow path decides
-            elif kind == _EXECUTE:
-                open_ext = True
-                copy_syncs = 0
             elif kind == _DESCRIBE:
                 open_ext = True
                 if track and data[off + 5] == 83 and data[off + 6] != 0:
                     break
+            elif kind == _QUERY:
+                if inspect and needs_analysis(data, off + 5, end):
+                    break
+                pending += 1
+                seg += 1
+                copy_syncs = 0
             elif kind == _CLOSE:
                 open_ext = True
                 if track:
@@ -773,27 +777,33 @@ class ClientConn(asyncio.Protocol):
         pool = self.pool
         now = server.ready_at
         self.last_active = now
-        if pool is not None:
-            pool.stats["xact_count"] += 1
-        clean = pool is not None and server.status == 73 and not self._skip and not server.stale
-        if clean and pool.waiters:  # type: ignore[union-attr]
-            # Under load: straight to the next queued client, whose request is sent before
-            # this client's reply so that PostgreSQL gets to work sooner.
-            self.server = None
-            self.state = READY
-            server.unlink()
-            pool.hand_over(server, now)  # type: ignore[union-attr]
+        if pool is None:
             if reply:
                 self.transport.write(reply)
-            return
-        if reply:
-            self.transport.write(reply)
-        if clean and pool.may_hold(server):  # type: ignore[union-attr]
-            # Nobody waits: keep the server until this client's next transaction, unless
-            # another client needs it first (the pool takes it back) or it idles too long.
-            server.held = True
-            pool.held.add(server)  # type: ignore[union-attr]
-            return
+        elif server.status == 73 and not self._skip and not server.stale:
+            pool.xact_count += 1
+            if pool.waiters:
+                # Under load: straight to the next queued client, whose request is sent before
+                # this client's reply so that PostgreSQL gets to work sooner.
+                self.server = None
+                self.state = READY
+                server.unlink()
+                pool.hand_over(server, now)
+                if reply:
+                    self.transport.write(reply)
+                return
+            if reply:
+                self.transport.write(reply)
+            if pool.may_hold(server):
+                # Nobody waits: keep the server until this client's next transaction, unless
+                # another client needs it first (the pool takes it back) or it idles too long.
+                server.held = True
+                pool.held.add(server)
+                return
+        else:
+            pool.xact_count += 1
+            if reply:
+                self.transport.write(reply)
         self.server = None
         self.state = READY
         if self._skip:  # released inside a CopyData the server no longer wants

@@ -1,6 +1,6 @@
 """Client-to-server slow path: prepared-statement rewrites and session-state checks, per message.
 
-The hot path in ``ClientConn._forward`` only counts requests; it hands a chunk over to
+The hot path in ``ClientConn.data_received`` only counts requests; it hands a chunk over to
 ``forward_slow`` from the first message that needs more than counting (a named statement, or a
 query that mentions a session-state keyword).
 

@@ -279,12 +279,6 @@ class ServerConn(asyncio.Protocol):
 
     # ---- data from PostgreSQL ---------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        if self.state == LINKED:
-            self._relay(data)
-        else:
-            self._unlinked_data(data)
-
     def _unlinked_data(self, data: bytes) -> None:
         state = self.state
         if state == LOGIN:
@@ -343,7 +337,7 @@ class ServerConn(asyncio.Protocol):
                     then(self._swallow_error)
                 if self._tail and self.state == LINKED:
                     rest, self._tail = self._tail, b""
-                    self._relay(rest)
+                    self.data_received(rest)
                 return
             if t == 83:
                 name, value = m.parse_parameter_status(data[off + 5 : end])
@@ -353,8 +347,12 @@ class ServerConn(asyncio.Protocol):
             elif t == 69 and self._swallow_error is None:
                 self._swallow_error = m.parse_fields(data[off + 5 : end])
 
-    def _relay(self, data: bytes) -> None:
-        """Hot path: forward to the client, watching ReadyForQuery, ParameterStatus, errors."""
+    def data_received(self, data: bytes) -> None:
+        """Hot path: forward to the client, watching ReadyForQuery, ParameterStatus, errors
+        (other states: ``_unlinked_data``)."""
+        if self.state != LINKED:
+            self._unlinked_data(data)
+            return
         client = self.client
         assert client is not None
         ct = client.transport

@@ -72,7 +72,7 @@ class PoolManager:
                 cfg, cluster, login_user, account.password if account else None, self.connector
             )
             self._live[key] = pool
-            pool.paused = name in self._paused
+            pool.set_paused(name in self._paused)
         return pool
 
     def warm_pools(self) -> list[Pool]:
@@ -111,7 +111,7 @@ class PoolManager:
                 live.login_user = pool.user or user_key
                 live.login_password = account.password if account else None
             live.release_held()
-            live.cfg = pool
+            live.reconfigure(pool)
             if target_changed:
                 for server in list(live.idle):
                     server.close("pool db/user changed")
@@ -130,7 +130,7 @@ class PoolManager:
         )
         for key in [k for k in self._live if k[0] == name]:
             live = self._live.pop(key)
-            live.deleted = True
+            live.mark_deleted()
             for client in list(live.waiters):
                 client.on_wait_error(err)
             live.waiters.clear()
@@ -187,7 +187,7 @@ class PoolManager:
     def pool_counters(self, name: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for live in self.live_pools(name):
-            for k, v in live.stats.items():
+            for k, v in live.counters().items():
                 out[k] = out.get(k, 0) + v
         return out
 
@@ -198,7 +198,7 @@ class PoolManager:
         for live in self.live_pools(name):
             for i, c in enumerate(live.wait_counts):
                 counts[i] += c
-            total += live.stats["wait_time"]
+            total += live.wait_time
         return list(WAIT_BOUNDS), counts, total
 
     def servers_in_use(self, cluster_id: str) -> int:
@@ -244,7 +244,7 @@ class PoolManager:
         """``pause`` for several pools at once (e.g. every pool of one cluster)."""
         self._paused.update(names)
         for live in self._paused_pools(names):
-            live.paused = True
+            live.set_paused(True)
             live.release_held()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -263,7 +263,7 @@ class PoolManager:
         self._paused.difference_update(names)
         for live in self._paused_pools(names):
             if live.paused:
-                live.paused = False
+                live.set_paused(False)
                 live.resume()
         log.info("resumed pools: %s", ", ".join(names) or "none")
         return sorted(names)

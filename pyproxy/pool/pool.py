@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -93,13 +94,18 @@ class Pool:
         self._welcome_waiters: list[asyncio.Future[None]] = []
         self.last_error: PgError | None = None
         self.last_error_at = 0.0
+        # Change these three through set_paused, mark_deleted and reconfigure: they keep
+        # ``steady`` true.
         self.paused = False
         self.deleted = False
+        self.steady = True  # not paused or deleted
+        self.max_age = math.inf  # server_lifetime, or infinity when there is none
         self.tasks: set[asyncio.Task[None]] = set()
+        # Counters; the hot ones are attributes, see ``counters``.
+        self.xact_count = 0  # transactions (statements in statement mode) served
+        self.wait_count = 0  # requests that were queued
+        self.wait_time = 0.0  # seconds they spent queued
         self.stats = {
-            "xact_count": 0,
-            "wait_count": 0,
-            "wait_time": 0.0,
             "session_state_warnings": 0,
             "session_state_errors": 0,
         }
@@ -107,6 +113,27 @@ class Pool:
         self.checking: set[Any] = set()  # active servers running the health check
         self.held: set[Any] = set()  # active servers kept by their client between transactions
         self._last_lifetime_close = 0.0
+        self._restate()
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self._restate()
+
+    def mark_deleted(self) -> None:
+        self.deleted = True
+        self._restate()
+
+    def reconfigure(self, cfg: PoolConfig) -> None:
+        self.cfg = cfg
+        self._restate()
+
+    def _restate(self) -> None:
+        """Precompute what a release checks for every transaction."""
+        self.steady = not self.paused and not self.deleted
+        lifetime = self.cfg.settings.server_lifetime
+        self.max_age = lifetime if lifetime > 0 else math.inf
 
     # ---- properties -------------------------------------------------------------------------
 
@@ -121,6 +148,14 @@ class Pool:
     @property
     def settings(self) -> PoolSettings:
         return self.cfg.settings
+
+    def counters(self) -> dict[str, float]:
+        return {
+            "xact_count": self.xact_count,
+            "wait_count": self.wait_count,
+            "wait_time": self.wait_time,
+            **self.stats,
+        }
 
     @property
     def total(self) -> int:
@@ -170,7 +205,7 @@ class Pool:
         ``wait_since`` says when the request that waits arrived."""
         client.notified = False
         self.waiters.append(client)
-        self.stats["wait_count"] += 1
+        self.wait_count += 1
         if self.idle:
             self._serve_waiters()  # idle servers left while others are being checked
         if (
@@ -313,12 +348,11 @@ class Pool:
     def may_hold(self, server: Any) -> bool:
         """May a client keep the clean (not stale) ``server`` after its transaction, nobody
         else needing it now?"""
-        if self.paused or self.deleted:
-            return False
-        if len(self.idle) + len(self.active) + self.connecting > self.cfg.size:
-            return False
-        lifetime = self.cfg.settings.server_lifetime
-        return not 0 < lifetime <= server.ready_at - server.created
+        return (
+            self.steady
+            and server.ready_at - server.created < self.max_age
+            and len(self.idle) + len(self.active) + self.connecting <= self.cfg.size
+        )
 
     def _take_held(self) -> Any:
         """Take a kept server back from the client keeping it (that client is between
@@ -349,23 +383,27 @@ class Pool:
     def hand_over(self, server: Any, now: float) -> None:
         """Release under load: a clean server goes straight to the head of the queue, unless
         it has to leave the pool (shrunk, lifetime over) or the pool is paused or deleted."""
-        lifetime = self.cfg.settings.server_lifetime
         if (
-            self.paused
-            or self.deleted
-            or server.closed
-            or not self.waiters
-            or len(self.active) + len(self.idle) + self.connecting > self.cfg.size
-            or 0 < lifetime <= now - server.created
+            self.steady
+            and self.waiters
+            and not server.closed
+            and now - server.created < self.max_age
+            and len(self.active) + len(self.idle) + self.connecting <= self.cfg.size
         ):
+            # _hand_to_waiter inlined: this runs once per transaction under load, and the
+            # server is in ``active`` already.
+            client = self.waiters.popleft()
+            waited = now - client.wait_since
+            self.wait_time += waited
+            self.wait_counts[bisect.bisect_left(WAIT_BOUNDS, waited)] += 1
+            client.on_server(server)
+        else:
             self.release(server, now=now)
-            return
-        self._hand_to_waiter(server, now)  # it stays in ``active``
 
     def _hand_to_waiter(self, server: Any, now: float) -> None:
         client = self.waiters.popleft()
         waited = now - client.wait_since
-        self.stats["wait_time"] += waited
+        self.wait_time += waited
         self.wait_counts[bisect.bisect_left(WAIT_BOUNDS, waited)] += 1
         self.active.add(server)
         client.on_server(server)

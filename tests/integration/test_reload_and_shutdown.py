@@ -168,6 +168,24 @@ async def test_sighup_with_a_rotated_password_logs_new_servers_in_with_it(
         await admin.close()
 
 
+async def test_sighup_lowering_server_lifetime_reaches_a_server_its_client_keeps_busy(
+    pg: PgServer, serve: Serve
+) -> None:
+    served = await serve(config_text(pg, pool_text("lifepool", size=1)))
+    conn = await served.connect("lifepool")
+    first = await conn.fetchval("SELECT pg_backend_pid()")
+    shorter = pool_text("lifepool", size=1, extra="server_lifetime = 0.3")
+    await served.reload(config_text(pg, shorter), "configuration reloaded")
+    # Back-to-back transactions: the client keeps its server between them, never idle long
+    # enough for the janitor; only the release check can retire it.
+    pids = {first}
+    stop = time.monotonic() + 1.5
+    while time.monotonic() < stop and len(pids) < 3:
+        pids.add(await asyncio.wait_for(conn.fetchval("SELECT pg_backend_pid()"), BOUND))
+    assert len(pids) >= 3, "the reloaded server_lifetime did not retire the kept server"
+    await conn.close()
+
+
 async def test_sigterm_lets_a_long_transaction_commit_and_tells_idle_clients(
     pg: PgServer, serve: Serve
 ) -> None:

@@ -306,6 +306,26 @@ async def test_server_lifetime_closes_at_release_never_mid_transaction(pg: PgSer
         await admin.close()
 
 
+async def test_server_lifetime_ends_a_server_passed_from_client_to_client_under_load(
+    pg: PgServer,
+) -> None:
+    # Four clients loop on one server: every release finds others queued, so the server goes
+    # straight to the next client. It must still be replaced once its lifetime is over.
+    async with running_proxy(pg, [pool_entry(size=1, server_lifetime=0.3)]) as proxy:
+        conns = [await proxy.asyncpg() for _ in range(4)]
+        pids: set[int] = set()
+        stop = time.monotonic() + 1.2
+
+        async def work(conn: asyncpg.Connection) -> None:
+            while time.monotonic() < stop:
+                pids.add(await conn.fetchval("SELECT pg_backend_pid()"))
+
+        await asyncio.wait_for(asyncio.gather(*(work(c) for c in conns)), BOUND)
+        assert len(pids) >= 2, "the server outlived server_lifetime while clients queued for it"
+        for c in conns:
+            await c.close()
+
+
 async def test_a_global_timeout_applies_unless_a_pool_overrides_it(pg: PgServer) -> None:
     pools = [pool_entry("inherits", size=1), pool_entry("overrides", size=1, query_timeout=0)]
     async with running_proxy(pg, pools, proxy={"query_timeout": 0.3}) as proxy:
