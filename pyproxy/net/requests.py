@@ -29,32 +29,54 @@ _HINT = "Use a session-mode pool for this, or SET LOCAL inside a transaction."
 
 
 def forward_slow(client: ClientConn, server: ServerConn, data: bytes, off: int) -> None:
-    """Forward ``data[off:]`` message by message; ``data[:off]`` was already counted."""
+    """Forward ``data[off:]`` message by message; ``data[:off]`` was already counted.
+
+    Messages that only need counting are passed on in runs, as slices of ``data``; the others
+    go through ``_message``, which may rewrite them.
+    """
     st = server.transport
-    out: list[bytes] = [data[:off]] if off else []
+    out: list[bytes] = []
+    run = 0  # start of the bytes passed on unchanged, not yet in ``out``
     n = len(data)
     limit = server.max_packet
+    sts = server.stmts
     while n - off >= 5:
         t = data[off]
         ln = _unpack_len(data, off + 1)[0]
         end = off + 1 + ln
         if ln < 4 or ln > limit:
-            if out:
-                st.write(b"".join(out))
+            out.append(data[run:off])
+            st.write(b"".join(out))
             client._bad_length(t, ln)
             return
         if end > n:
             break
-        if t == 88:  # Terminate
-            if out:
-                st.write(b"".join(out))
+        if t == 69:  # Execute
+            client.open_ext = True
+            client._copy_syncs = 0
+        elif t == 83:  # Sync
+            server.pending += 1
+            sts.sent_seg += 1
+            client.open_ext = False
+            client._copy_syncs += 1
+        elif t == 68 and end > off + 5 and data[off + 5] != 83:  # Describe of a portal
+            client.open_ext = True
+        elif t == 88:  # Terminate
+            out.append(data[run:off])
+            st.write(b"".join(out))
             client.transport.close()
             return
-        try:
-            _message(client, server, t, data, off, end, out)
-        except (ValueError, IndexError, struct.error):
-            out.append(data[off:end])  # malformed: PostgreSQL answers with its own error
+        else:
+            if off > run:
+                out.append(data[run:off])
+            try:
+                _message(client, server, t, data, off, end, out)
+            except (ValueError, IndexError, struct.error):
+                out.append(data[off:end])  # malformed: PostgreSQL answers with its own error
+            run = end
         off = end
+    if off > run:
+        out.append(data[run:off])
     if off < n:
         client._keep(data, off)
     if out:
@@ -99,10 +121,11 @@ def _message(
     if not client.track:
         out.append(data[off:end])
         return
-    body = data[off + 5 : end]
     if t == 66:  # Bind
-        _bind(client, server, body, data[off:end], out)
-    elif t == 68:  # Describe
+        _bind(client, server, data, off, end, out)
+        return
+    body = data[off + 5 : end]
+    if t == 68:  # Describe
         if body[:1] == b"S" and len(body) > 2:
             name = body[1:-1]
             stmt = client.stmts.get(name)
@@ -169,16 +192,20 @@ def _parse(
 
 
 def _bind(
-    client: ClientConn, server: ServerConn, body: bytes, raw: bytes, out: list[bytes]
+    client: ClientConn, server: ServerConn, data: bytes, off: int, end: int, out: list[bytes]
 ) -> None:
-    portal, i = ps.split_name(body)
-    name, j = ps.split_name(body, i)
-    if not name:
-        out.append(raw)
+    """The Bind ``data[off:end]``: a named statement's gets the server-side name."""
+    portal_end = data.index(0, off + 5, end)
+    name_end = data.index(0, portal_end + 1, end)
+    if name_end == portal_end + 1:  # the unnamed statement
+        out.append(data[off:end])
         return
+    portal = data[off + 5 : portal_end]
+    name = data[portal_end + 1 : name_end]
+    rest = data[name_end + 1 : end]
     stmt = client.stmts.get(name)
     if stmt is None:  # unknown: PostgreSQL answers 26000 itself
-        out.append(ps.bind_with(portal, ps.unknown_name(name), body[j:]))
+        out.append(ps.bind_with(portal, ps.unknown_name(name), rest))
         return
     sts = server.stmts
     if stmt.retired and stmt.name not in sts.prepared:
@@ -192,7 +219,7 @@ def _bind(
             _bind_refusal(client, server, portal, refusal_sql(refusal, _HINT), out)
             return
     _ensure(server, stmt, out)
-    out.append(ps.bind_with(portal, stmt.name, body[j:]))
+    out.append(ps.bind_with(portal, stmt.name, rest))
     sts.note_bind(server.link_gen, stmt)
     if result is not None:
         _apply(client, server, result)

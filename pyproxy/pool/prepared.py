@@ -112,8 +112,15 @@ class ServerStatements:
     def note_bind(self, link: int, stmt: Statement) -> None:
         """Remember which statement a Bind in the current segment uses (for stale plans)."""
         bound = self.bound
-        while bound and (bound[0][0] != link or bound[0][1] < self.recv_seg):
-            bound.popleft()
+        if bound:
+            # Entries are in sending order and links only grow: when the newest is stale
+            # (an earlier link, or a segment already answered), all are.
+            newest = bound[-1]
+            if newest[0] != link or newest[1] < self.recv_seg:
+                bound.clear()
+            else:
+                while bound[0][0] != link or bound[0][1] < self.recv_seg:
+                    bound.popleft()
         bound.append((link, self.sent_seg, stmt))
 
     def error(self, data: bytes = b"", start: int = 0, end: int = 0, link: int = 0) -> None:
@@ -169,7 +176,8 @@ def close_statement(name: bytes) -> bytes:
 
 
 def bind_with(portal: bytes, stmt: bytes, rest: bytes) -> bytes:
-    return frame(b"B", portal + b"\x00" + stmt + b"\x00" + rest)
+    body = portal + b"\x00" + stmt + b"\x00" + rest
+    return b"B" + _I.pack(len(body) + 4) + body
 
 
 def bind_no_parameters(portal: bytes, stmt: bytes) -> bytes:

@@ -23,15 +23,13 @@ def test_every_situation_completes_transactions_and_counts_instructions() -> Non
 
 def test_queued_situation_keeps_a_queue_and_hands_servers_over() -> None:
     async def run() -> None:
-        request, reply = hotpath.PROTOCOLS["simple"]
         servers, clients = hotpath._world(hotpath.SITUATIONS["queued"])
-        for client in clients:
-            client.data_received(request)
+        request = hotpath._start(clients, "simple")
         pool = clients[0].pool
         assert pool is not None
         assert len(pool.waiters) == len(clients) - hotpath.POOL_SIZE
         before = pool.xact_count
-        hotpath._transactions(servers, request, reply, 500)
+        hotpath._transactions(servers, request, 500)
         assert pool.xact_count - before == 500
         assert len(pool.waiters) == len(clients) - hotpath.POOL_SIZE
 
@@ -44,11 +42,26 @@ def test_statement_mode_world_runs_statement_mode_clients() -> None:
         pool = clients[0].pool
         assert pool is not None and pool.mode == "statement"
         assert all(c.statement_mode and not c.session_mode for c in clients)
-        request, reply = hotpath.PROTOCOLS["simple"]
-        for client in clients:
-            client.data_received(request)
+        request = hotpath._start(clients, "simple")
         before = pool.xact_count
-        hotpath._transactions(servers, request, reply, 100)
+        hotpath._transactions(servers, request, 100)
         assert pool.xact_count - before == 100
+
+    asyncio.run(run())
+
+
+def test_prepared_protocol_binds_the_statement_each_server_prepared_once() -> None:
+    async def run() -> None:
+        servers, clients = hotpath._world(hotpath.SITUATIONS["queued"])
+        request = hotpath._start(clients, "prepared")
+        assert request.startswith(b"B") and b"P0_1" in request
+        hotpath._transactions(servers, request, 500)
+        for server in servers:
+            assert len(server.stmts.prepared) == 1  # prepared on demand, once per server
+            name = next(iter(server.stmts.prepared))
+            last = server.transport.last  # type: ignore[union-attr]
+            # The client's Bind reaches the server under the server-side name.
+            assert last.startswith(b"B") and b"\x00" + name + b"\x00" in last
+            assert b"P0_1" not in last
 
     asyncio.run(run())
