@@ -623,6 +623,13 @@ class ClientConn(asyncio.Protocol):
         if data == _TERMINATE_MSG:  # the client leaves; the server goes back when it is gone
             self.transport.close()
             return
+        if data[0] == 66 and n > 6 and self.track and not data[5] and data[6]:
+            # Bind of a named statement to the unnamed portal (how prepared-statement drivers
+            # start a request): the slow path renames it, so it takes the whole request.
+            if not server.pending:
+                self.query_start = time.monotonic()
+            forward_slow(self, server, data, 0)
+            return
         off = 0
         last = n - 5
         pending = server.pending

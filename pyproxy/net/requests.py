@@ -70,7 +70,11 @@ def forward_slow(client: ClientConn, server: ServerConn, data: bytes, off: int) 
             if off > run:
                 out.append(data[run:off])
             try:
-                _message(client, server, t, data, off, end, out)
+                if t == 66 and client.track:  # Bind: the commonest message needing a rewrite
+                    client.open_ext = True
+                    _bind(client, server, data, off, end, out)
+                else:
+                    _message(client, server, t, data, off, end, out)
             except (ValueError, IndexError, struct.error):
                 out.append(data[off:end])  # malformed: PostgreSQL answers with its own error
             run = end
