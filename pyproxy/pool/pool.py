@@ -100,6 +100,7 @@ class Pool:
         self.deleted = False
         self.steady = True  # not paused or deleted
         self.max_age = math.inf  # server_lifetime, or infinity when there is none
+        self.within = True  # the servers cannot outnumber the size (see _fits)
         self.tasks: set[asyncio.Task[None]] = set()
         # Counters; the hot ones are attributes, see ``counters``.
         self.xact_count = 0  # transactions (statements in statement mode) served
@@ -134,6 +135,20 @@ class Pool:
         self.steady = not self.paused and not self.deleted
         lifetime = self.cfg.settings.server_lifetime
         self.max_age = lifetime if lifetime > 0 else math.inf
+        self.within = False
+        self._fits()
+
+    def _fits(self) -> bool:
+        """Are there no more servers than the pool's size?
+
+        Only a reserve pool or a smaller size (a new config) can make it false; without a
+        reserve, once it is true it stays so until the config changes, and ``within`` lets
+        releases skip counting.
+        """
+        fits = len(self.idle) + len(self.active) + self.connecting <= self.cfg.size
+        if fits and not self.cfg.settings.reserve_pool_size:
+            self.within = True
+        return fits
 
     # ---- properties -------------------------------------------------------------------------
 
@@ -250,6 +265,8 @@ class Pool:
 
     def _launch(self) -> None:
         self.connecting += 1
+        if self.within and self.total > self.cfg.size:
+            self.within = False  # a login for the pool's parameters may open one server more
         task = asyncio.get_running_loop().create_task(self._connect())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -351,7 +368,7 @@ class Pool:
         return (
             self.steady
             and server.ready_at - server.created < self.max_age
-            and len(self.idle) + len(self.active) + self.connecting <= self.cfg.size
+            and (self.within or self._fits())
         )
 
     def _take_held(self) -> Any:
@@ -388,7 +405,7 @@ class Pool:
             and self.waiters
             and not server.closed
             and now - server.created < self.max_age
-            and len(self.active) + len(self.idle) + self.connecting <= self.cfg.size
+            and (self.within or self._fits())
         ):
             # _hand_to_waiter inlined: this runs once per transaction under load, and the
             # server is in ``active`` already.

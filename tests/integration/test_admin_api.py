@@ -541,6 +541,41 @@ async def test_shrinking_a_busy_pool_never_exceeds_the_new_size_after_release(
             await c.close()
 
 
+async def test_shrinking_a_pool_reaches_servers_their_clients_keep_busy(
+    admin: Admin, pg_admin: asyncpg.Connection
+) -> None:
+    user = TRUST_USER
+    await create(admin, name="shrinkbusy", size=3, user=user)
+    dsn = f"postgresql://{MD5_USER}:{MD5_PASSWORD}@127.0.0.1:{admin.client_port}/shrinkbusy"
+    clients = [await asyncpg.connect(dsn, statement_cache_size=0) for _ in range(3)]
+    try:
+        txs = [c.transaction() for c in clients]
+        for c, tx in zip(clients, txs, strict=True):  # three servers in use when it shrinks
+            await tx.start()
+            await c.fetchval("SELECT 1")
+        put = await admin.http.put(
+            f"{POOLS}/shrinkbusy", json={"mode": "transaction", "size": 1, "db": APP_DB}
+        )
+        assert put.status_code == 204
+        stop = asyncio.get_running_loop().time() + 2.5
+
+        async def work(c: asyncpg.Connection, tx: Any) -> None:
+            await tx.commit()
+            while asyncio.get_running_loop().time() < stop:
+                await c.fetchval("SELECT 1")
+
+        # Back-to-back transactions: no server idles long enough to go back to the pool on its
+        # own; only the releases can bring the pool down to its new size.
+        load = asyncio.gather(*(work(c, tx) for c, tx in zip(clients, txs, strict=True)))
+        try:
+            await wait_backends(pg_admin, user, at_most=1, timeout=2.0)
+        finally:
+            await load
+    finally:
+        for c in clients:
+            await c.close()
+
+
 # --- running without a token -------------------------------------------------------------------
 
 
