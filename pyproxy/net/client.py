@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyproxy.client")
 _unpack_len = struct.Struct("!I").unpack_from
+# The length of the message whose type byte is at the offset given.
+_unpack_len_after = struct.Struct("!xI").unpack_from
 
 STARTUP, AUTH, LOGIN, READY, WAITING, LINKED, CLOSED = range(7)
 _STATEMENT_BLOCK = "transaction blocks not allowed in statement pooling mode"
@@ -643,9 +645,9 @@ class ClientConn(asyncio.Protocol):
         sts = server.stmts
         seg = sts.sent_seg
         kinds = _KIND
-        unpack = _unpack_len
+        unpack = _unpack_len_after
         while off <= last:
-            ln = unpack(data, off + 1)[0]
+            ln = unpack(data, off)[0]
             end = off + 1 + ln
             if ln < 4 or ln > limit:
                 self._bad_length(data[off], ln)
@@ -712,11 +714,11 @@ class ClientConn(asyncio.Protocol):
         self.open_ext = open_ext
         self._copy_syncs = copy_syncs
         if off < n:
-            if n - off >= 5 and off + 1 + unpack(data, off + 1)[0] <= n:
+            if n - off >= 5 and off + 1 + unpack(data, off)[0] <= n:
                 forward_slow(self, server, data, off)  # a whole message needs more than counting
                 return
             if data[off] == 100 and n - off >= 5:  # CopyData: stream it
-                self._skip = off + 1 + unpack(data, off + 1)[0] - n
+                self._skip = off + 1 + unpack(data, off)[0] - n
                 off = n
             else:
                 self._keep(data, off)

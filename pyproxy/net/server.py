@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyproxy.server")
 _unpack_len = struct.Struct("!I").unpack_from
+# The length of the message whose type byte is at the offset given.
+_unpack_len_after = struct.Struct("!xI").unpack_from
 
 # States
 LOGIN, IDLE, LINKED, SYNC, RESET, CHECK, ROLLBACK, CLOSED = range(8)
@@ -364,10 +366,10 @@ class ServerConn(asyncio.Protocol):
         off = 0
         start = 0
         kinds = _KIND
-        unpack = _unpack_len
+        unpack = _unpack_len_after
         last = n - 5
         while off <= last:
-            end = off + 1 + unpack(data, off + 1)[0]
+            end = off + 1 + unpack(data, off)[0]
             if end > n:
                 ln = end - off - 1
                 if ln < 4 or ln > self.max_packet:
@@ -432,7 +434,7 @@ class ServerConn(asyncio.Protocol):
             rest = data[off:]
             if len(rest) >= 5 and data[off] in _PASSTHROUGH:
                 # Forward a large row or copy chunk as it arrives instead of buffering it.
-                self._skip = off + 1 + unpack(data, off + 1)[0] - n
+                self._skip = off + 1 + unpack(data, off)[0] - n
                 off = n
             else:
                 self._tail = rest
