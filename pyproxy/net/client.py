@@ -601,7 +601,9 @@ class ClientConn(asyncio.Protocol):
         if server.held:  # a new transaction on the server kept for us
             server.held = False
             self.pool.held.discard(server)  # type: ignore[union-attr]
-            self.xact_start = time.monotonic()
+            self.xact_start = self.query_start = time.monotonic()
+        elif not server.pending:  # a new request, the previous ones answered
+            self.query_start = time.monotonic()
         st = server.transport
         if self._skip or self._tail:
             data = self._continue(data, st)  # type: ignore[arg-type]
@@ -615,8 +617,6 @@ class ClientConn(asyncio.Protocol):
             and not (self.inspect and needs_analysis(data, 5, n))
         ):
             # The commonest request: exactly one simple Query that needs no closer look.
-            if not server.pending:
-                self.query_start = time.monotonic()
             server.pending += 1
             server.stmts.sent_seg += 1
             self._copy_syncs = 0
@@ -628,15 +628,11 @@ class ClientConn(asyncio.Protocol):
         if data[0] == 66 and n > 6 and self.track and not data[5] and data[6]:
             # Bind of a named statement to the unnamed portal (how prepared-statement drivers
             # start a request): the slow path renames it, so it takes the whole request.
-            if not server.pending:
-                self.query_start = time.monotonic()
             forward_slow(self, server, data, 0)
             return
         off = 0
         last = n - 5
         pending = server.pending
-        if not pending:
-            self.query_start = time.monotonic()
         open_ext = self.open_ext
         copy_syncs = self._copy_syncs
         limit = server.max_packet
