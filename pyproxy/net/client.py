@@ -785,29 +785,29 @@ class ClientConn(asyncio.Protocol):
         if pool is None:
             if reply:
                 self.transport.write(reply)
-        elif server.status == 73 and not self._skip and not server.stale:
-            pool.xact_count += 1
-            if pool.waiters:
-                # Under load: straight to the next queued client, whose request is sent before
-                # this client's reply so that PostgreSQL gets to work sooner.
-                self.server = None
-                self.state = READY
-                server.unlink()
-                pool.hand_over(server, now)
-                if reply:
-                    self.transport.write(reply)
-                return
-            if reply:
-                self.transport.write(reply)
-            if pool.may_hold(server):
-                # Nobody waits: keep the server until this client's next transaction, unless
-                # another client needs it first (the pool takes it back) or it idles too long.
-                server.held = True
-                pool.held.add(server)
-                return
         else:
             pool.xact_count += 1
-            if reply:
+            if server.status == 73 and not self._skip and not server.stale:
+                if pool.waiters:
+                    # Under load: straight to the next queued client, whose request is sent
+                    # before this client's reply so that PostgreSQL gets to work sooner.
+                    self.server = None
+                    self.state = READY
+                    server.unlink()
+                    pool.hand_over(server, now)
+                    if reply:
+                        self.transport.write(reply)
+                    return
+                if reply:
+                    self.transport.write(reply)
+                if pool.may_hold(server):
+                    # Nobody waits: keep the server until this client's next transaction,
+                    # unless another client needs it first (the pool takes it back) or it
+                    # idles too long.
+                    server.held = True
+                    pool.held.add(server)
+                    return
+            elif reply:
                 self.transport.write(reply)
         self.server = None
         self.state = READY

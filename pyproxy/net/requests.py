@@ -96,17 +96,16 @@ def _message(
     end: int,
     out: list[bytes],
 ) -> None:
+    """One message that may need a rewrite or a check (``forward_slow`` passes on Execute,
+    Sync and Describe of a portal itself, and a tracked Bind goes to ``_bind``)."""
     sts = server.stmts
     if t == 81:  # Query
         client._copy_syncs = 0
         _query(client, server, data, off, end, out)
         return
-    if t == 83 or t == 70:  # Sync, FunctionCall
+    if t == 70:  # FunctionCall: answered by a ReadyForQuery
         server.pending += 1
         sts.sent_seg += 1
-        if t == 83:
-            client.open_ext = False
-            client._copy_syncs += 1
         out.append(data[off:end])
         return
     if t == 99 or t == 102:  # CopyDone, CopyFail: Syncs sent during COPY IN were ignored
@@ -115,18 +114,13 @@ def _message(
         client._copy_syncs = 0
         out.append(data[off:end])
         return
-    if t in (80, 66, 68, 69, 67):
+    if t in (80, 66, 68, 67):
         client.open_ext = True
-        if t == 69:
-            client._copy_syncs = 0
     if t == 80:  # Parse
         _parse(client, server, data[off + 5 : end], data[off:end], out)
         return
     if not client.track:
         out.append(data[off:end])
-        return
-    if t == 66:  # Bind
-        _bind(client, server, data, off, end, out)
         return
     body = data[off + 5 : end]
     if t == 68:  # Describe

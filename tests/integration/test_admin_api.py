@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -504,23 +505,37 @@ async def test_delete_ends_connected_clients_with_57p01_and_refuses_new_ones(
         )
 
 
-async def test_shrinking_a_busy_pool_never_exceeds_the_new_size_after_release(
-    admin: Admin, pg_admin: asyncpg.Connection
-) -> None:
-    user = TRUST_USER
-    await create(admin, name="shrinkpool", size=4, user=user)
-    dsn = f"postgresql://{MD5_USER}:{MD5_PASSWORD}@127.0.0.1:{admin.client_port}/shrinkpool"
-    clients = [await asyncpg.connect(dsn, statement_cache_size=0) for _ in range(4)]
+@contextlib.asynccontextmanager
+async def shrunk_in_transactions(
+    admin: Admin, name: str, size: int, new_size: int
+) -> AsyncIterator[tuple[list[asyncpg.Connection], list[Any]]]:
+    """Pool ``name`` of ``size`` with one client per server, each inside a transaction (so
+    every server is in use), then shrunk to ``new_size``: yields the clients and their open
+    transactions, and closes the clients afterwards."""
+    await create(admin, name=name, size=size, user=TRUST_USER)
+    dsn = f"postgresql://{MD5_USER}:{MD5_PASSWORD}@127.0.0.1:{admin.client_port}/{name}"
+    clients = [await asyncpg.connect(dsn, statement_cache_size=0) for _ in range(size)]
     try:
         txs = [c.transaction() for c in clients]
         for c, tx in zip(clients, txs, strict=True):
             await tx.start()
             await c.fetchval("SELECT 1")
-        assert len(await wait_backends(pg_admin, user, at_most=4)) == 4
         put = await admin.http.put(
-            f"{POOLS}/shrinkpool", json={"mode": "transaction", "size": 2, "db": APP_DB}
+            f"{POOLS}/{name}", json={"mode": "transaction", "size": new_size, "db": APP_DB}
         )
         assert put.status_code == 204
+        yield clients, txs
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_shrinking_a_busy_pool_never_exceeds_the_new_size_after_release(
+    admin: Admin, pg_admin: asyncpg.Connection
+) -> None:
+    user = TRUST_USER
+    async with shrunk_in_transactions(admin, "shrinkpool", 4, 2) as (clients, txs):
+        assert len(await wait_backends(pg_admin, user, at_most=4)) == 4
         for tx in txs:
             await tx.commit()
         await wait_backends(pg_admin, user, at_most=2)
@@ -536,27 +551,12 @@ async def test_shrinking_a_busy_pool_never_exceeds_the_new_size_after_release(
             await asyncio.sleep(0.005)
         await load
         assert peak <= 2
-    finally:
-        for c in clients:
-            await c.close()
 
 
 async def test_shrinking_a_pool_reaches_servers_their_clients_keep_busy(
     admin: Admin, pg_admin: asyncpg.Connection
 ) -> None:
-    user = TRUST_USER
-    await create(admin, name="shrinkbusy", size=3, user=user)
-    dsn = f"postgresql://{MD5_USER}:{MD5_PASSWORD}@127.0.0.1:{admin.client_port}/shrinkbusy"
-    clients = [await asyncpg.connect(dsn, statement_cache_size=0) for _ in range(3)]
-    try:
-        txs = [c.transaction() for c in clients]
-        for c, tx in zip(clients, txs, strict=True):  # three servers in use when it shrinks
-            await tx.start()
-            await c.fetchval("SELECT 1")
-        put = await admin.http.put(
-            f"{POOLS}/shrinkbusy", json={"mode": "transaction", "size": 1, "db": APP_DB}
-        )
-        assert put.status_code == 204
+    async with shrunk_in_transactions(admin, "shrinkbusy", 3, 1) as (clients, txs):
         stop = asyncio.get_running_loop().time() + 2.5
 
         async def work(c: asyncpg.Connection, tx: Any) -> None:
@@ -568,12 +568,9 @@ async def test_shrinking_a_pool_reaches_servers_their_clients_keep_busy(
         # own; only the releases can bring the pool down to its new size.
         load = asyncio.gather(*(work(c, tx) for c, tx in zip(clients, txs, strict=True)))
         try:
-            await wait_backends(pg_admin, user, at_most=1, timeout=2.0)
+            await wait_backends(pg_admin, TRUST_USER, at_most=1, timeout=2.0)
         finally:
             await load
-    finally:
-        for c in clients:
-            await c.close()
 
 
 # --- running without a token -------------------------------------------------------------------
