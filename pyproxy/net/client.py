@@ -87,6 +87,7 @@ class ClientConn(asyncio.Protocol):
         "_discard",
         "_need",
         "_paused_server",
+        "_shape",
         "_skip",
         "_tail",
         "auth",
@@ -156,6 +157,9 @@ class ClientConn(asyncio.Protocol):
         self._skip = 0
         self._discard = 0  # bytes of a cut CopyData to drop (see pyproxy.net.copyflow)
         self._copy_syncs = 0  # Syncs since the last Execute: ignored if it started a COPY IN
+        # The shape of the last extended request with one unnamed Bind (see _learn_shape):
+        # a repeat differing only in the Bind is forwarded without walking its messages.
+        self._shape: tuple[bytes, int, bytes, int, int, tuple[int, ...], int] | None = None
         self.stmts: dict[bytes, Any] = {}  # client statement name -> shared Statement
         self.replay: dict[str, str] = {}  # SET name = value re-applied on every server
         self.track = False  # rewrite named prepared statements (transaction/statement mode)
@@ -630,6 +634,31 @@ class ClientConn(asyncio.Protocol):
             # start a request): the slow path renames it, so it takes the whole request.
             forward_slow(self, server, data, 0)
             return
+        shape = self._shape
+        if shape is not None and data.startswith(shape[0]):
+            # The same request as before but for the Bind's parameters (how drivers repeat
+            # an unnamed statement): check the Bind, apply the effects the walk found.
+            b = shape[1]
+            if (
+                n - shape[3] - b > 6
+                and data[b] == 66
+                and not data[b + 5]
+                and not data[b + 6]
+                and b + 1 + _unpack_len_after(data, b)[0] + shape[3] == n
+                and n <= server.max_packet
+                and data.endswith(shape[2])
+            ):
+                syncs = shape[4]
+                server.pending += syncs
+                sts = server.stmts
+                seg = sts.sent_seg
+                for k in shape[5]:
+                    sts.queue.append((0, seg + k, None))
+                sts.sent_seg = seg + syncs
+                self.open_ext = False
+                self._copy_syncs = shape[6]
+                st.write(data)
+                return
         off = 0
         last = n - 5
         pending = server.pending
@@ -642,6 +671,11 @@ class ClientConn(asyncio.Protocol):
         seg = sts.sent_seg
         kinds = _KIND
         unpack = _unpack_len_after
+        kind = 0
+        bind_at = -1  # where the request's only Bind starts (-2: more than one)
+        executes = False
+        odd = False  # a message whose effect depends on earlier state: no shape learnt
+        queued = len(sts.queue)
         while off <= last:
             ln = unpack(data, off)[0]
             end = off + 1 + ln
@@ -653,6 +687,7 @@ class ClientConn(asyncio.Protocol):
             kind = kinds[data[off]]
             if kind == _BIND:
                 open_ext = True
+                bind_at = off if bind_at == -1 else -2
                 # Unnamed portal and statement (two NULs) pass at once; otherwise find out
                 # whether the statement is named (or the Bind malformed): the slow path decides.
                 if track and (end < off + 7 or data[off + 5] or data[off + 6]):
@@ -662,6 +697,7 @@ class ClientConn(asyncio.Protocol):
             elif kind == _EXECUTE:
                 open_ext = True
                 copy_syncs = 0
+                executes = True
             elif kind == _SYNC:
                 pending += 1
                 seg += 1
@@ -685,6 +721,7 @@ class ClientConn(asyncio.Protocol):
             elif kind == _QUERY:
                 if inspect and needs_analysis(data, off + 5, end):
                     break
+                odd = True
                 pending += 1
                 seg += 1
                 copy_syncs = 0
@@ -695,16 +732,20 @@ class ClientConn(asyncio.Protocol):
                         break  # closing a statement: answered by the slow path
                     sts.queue.append((0, seg, None))
             elif kind == _FUNCTION_CALL:
+                odd = True
                 pending += 1
                 seg += 1
             elif kind == _COPY_END:
                 # PostgreSQL ignored the Syncs sent after the Execute that started this COPY.
+                odd = True
                 pending -= copy_syncs
                 seg -= copy_syncs
                 copy_syncs = 0
             elif kind == _TERMINATE:  # the server stays ours to reuse
                 break
             off = end
+        if off == n and bind_at >= 0 and kind == _SYNC and executes and not odd:
+            self._learn_shape(data, bind_at, sts, queued, seg, copy_syncs)
         server.pending = pending
         sts.sent_seg = seg
         self.open_ext = open_ext
@@ -720,6 +761,33 @@ class ClientConn(asyncio.Protocol):
                 self._keep(data, off)
         if off:
             st.write(data if off == n else data[:off])
+
+    def _learn_shape(
+        self, data: bytes, bind_at: int, sts: Any, queued: int, seg: int, copy_syncs: int
+    ) -> None:
+        """Remember a request of whole messages with one Bind, ending in a Sync, whose
+        effects the forward path just worked out (``sts.queue`` had ``queued`` entries
+        before it, ``seg`` is the Sync count after it): a repeat that differs only in the
+        Bind's parameters has the same effects, which depend on the other messages' bytes.
+
+        Kept: the bytes before the Bind, the Bind's offset, the bytes after it and their
+        length, the Syncs, the statement-queue entries added (as Sync counts from the
+        request's start) and the Syncs after the last Execute.
+        """
+        bind_end = bind_at + 1 + _unpack_len_after(data, bind_at)[0]
+        if bind_end - bind_at < 7 or data[bind_at + 5] or data[bind_at + 6]:
+            return  # a named portal or statement: only unnamed ones are matched
+        start = sts.sent_seg
+        queue = sts.queue
+        self._shape = (
+            data[:bind_at],
+            bind_at,
+            data[bind_end:],
+            len(data) - bind_end,
+            seg - start,
+            tuple(queue[i][1] - start for i in range(queued, len(queue))),
+            copy_syncs,
+        )
 
     def _continue(self, data: bytes, st: asyncio.Transport) -> bytes | None:
         """Finish what the previous read cut: stream the rest of a CopyData, or join a kept
