@@ -88,6 +88,7 @@ class ClientConn(asyncio.Protocol):
         "_need",
         "_paused_server",
         "_shape",
+        "_shape_misses",
         "_skip",
         "_tail",
         "auth",
@@ -109,6 +110,8 @@ class ClientConn(asyncio.Protocol):
         "query_start",
         "reading_paused",
         "replay",
+        "reply_misses",
+        "reply_shape",
         "server",
         "session_mode",
         "session_xact_start",
@@ -160,6 +163,11 @@ class ClientConn(asyncio.Protocol):
         # The shape of the last extended request with one unnamed Bind (see _learn_shape):
         # a repeat differing only in the Bind is forwarded without walking its messages.
         self._shape: tuple[bytes, int, bytes, int, int, tuple[int, ...], int] | None = None
+        self._shape_misses = 0  # requests walked since (one in eight may replace the shape)
+        # The shape of this client's last reply (see pyproxy.net.server._learn_reply) and the
+        # replies that did not match it since.
+        self.reply_shape: tuple[bytes, bytes, int, int, int, int] | None = None
+        self.reply_misses = 0
         self.stmts: dict[bytes, Any] = {}  # client statement name -> shared Statement
         self.replay: dict[str, str] = {}  # SET name = value re-applied on every server
         self.track = False  # rewrite named prepared statements (transaction/statement mode)
@@ -745,7 +753,10 @@ class ClientConn(asyncio.Protocol):
                 break
             off = end
         if off == n and bind_at >= 0 and kind == _SYNC and executes and not odd:
-            self._learn_shape(data, bind_at, sts, queued, seg, copy_syncs)
+            misses = self._shape_misses
+            self._shape_misses = misses + 1
+            if not misses & 7:  # one miss in eight: requests that never repeat cost little
+                self._learn_shape(data, bind_at, sts, queued, seg, copy_syncs)
         server.pending = pending
         sts.sent_seg = seg
         self.open_ext = open_ext

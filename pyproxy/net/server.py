@@ -7,6 +7,7 @@ import logging
 import os
 import struct
 import time
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from pyproxy.auth.md5 import md5_response
@@ -43,6 +44,45 @@ _KIND = bytes(
 )
 
 _ids = iter(range(1, 1 << 62))
+
+
+def _learn_reply(client: ClientConn, data: bytes) -> None:
+    """Remember the shape of a whole reply ending in its only ReadyForQuery (the relay has
+    walked it: the last six bytes are that message), if it holds nothing but plain messages,
+    ParseComplete/CloseComplete and DataRows: the bytes before its first run of DataRows,
+    the bytes after that run and their lengths, the ParseCompletes and CloseCompletes (each
+    pops the client's own statement-queue entry) and the final status.
+
+    A reply that starts and ends with the same bytes and has only DataRows in between (how a
+    repeated statement is answered) then needs no walk. Called for one walked reply in eight,
+    so that replies that never repeat cost little.
+    """
+    n = len(data)
+    off = 0
+    pops = 0
+    rows_at = rows_end = n - 6  # no rows: an empty run just before the ReadyForQuery
+    while off < n - 6:
+        kind = data[off]
+        end = off + 1 + _unpack_len_after(data, off)[0]
+        if kind == 68:
+            if rows_at == n - 6:
+                rows_at = off
+                rows_end = end
+            elif rows_end == off:  # the first run goes on; later rows are in the tail
+                rows_end = end
+        elif kind == 49 or kind == 51:
+            pops += 1
+        elif _KIND[kind]:
+            return  # a ReadyForQuery before the last, a ParameterStatus or an error
+        off = end
+    client.reply_shape = (
+        data[:rows_at],
+        data[rows_end:],
+        rows_at,
+        n - rows_end,
+        pops,
+        data[n - 1],
+    )
 
 
 class ServerConn(asyncio.Protocol):
@@ -363,10 +403,42 @@ class ServerConn(asyncio.Protocol):
             if not data:
                 return
         n = len(data)
+        unpack = _unpack_len_after
+        shape = client.reply_shape
+        if shape is not None and data.startswith(shape[0]) and data.endswith(shape[1]):
+            # The client's last reply again but for its rows (see _learn_reply): check that
+            # only DataRows lie between the known bytes and that the statement queue holds
+            # the client's own entries for the ParseCompletes, then end it as the walk would.
+            off = shape[2]
+            stop = n - shape[3]
+            while off < stop and data[off] == 68:
+                off += 1 + unpack(data, off)[0]
+            queue = self.stmts.queue
+            pops = shape[4]
+            if off == stop and (
+                not pops or (len(queue) >= pops and not any(e[0] for e in islice(queue, pops)))
+            ):
+                for _ in range(pops):
+                    queue.popleft()
+                status = shape[5]
+                self.status = status
+                self.ready_at = time.monotonic()
+                pending = self.pending - 1
+                self.pending = pending
+                self.stmts.recv_seg += 1
+                if (
+                    pending <= 0
+                    and (status == 73 or client.statement_mode)
+                    and not client.session_mode
+                    and not client.open_ext
+                ):
+                    client.release_server(data if status == 73 else data[: n - 6])
+                else:
+                    ct.write(data)
+                return
         off = 0
         start = 0
         kinds = _KIND
-        unpack = _unpack_len_after
         last = n - 5
         while off <= last:
             end = off + 1 + unpack(data, off)[0]
@@ -387,6 +459,12 @@ class ServerConn(asyncio.Protocol):
                 self.pending = pending
                 self.stmts.recv_seg += 1
                 off = end
+                if off == n:
+                    # A whole reply: its shape may repeat.
+                    misses = client.reply_misses
+                    client.reply_misses = misses + 1
+                    if not misses & 7:
+                        _learn_reply(client, data)
                 if (
                     pending <= 0
                     and (status == 73 or client.statement_mode)

@@ -170,3 +170,38 @@ async def test_repeated_copy_in_through_the_extended_protocol_releases_its_serve
     assert kinds(await b.query(f"drop table rep_copy_{t}")) == "CZ"
     await a.close()
     await b.close()
+
+
+async def test_repeated_simple_queries_answer_as_postgresql_does(
+    pg: PgServer, proxy1: RunningProxy
+) -> None:
+    """Replies that repeat the last one's shape (same columns and tag, other values) are
+    recognised; rows, errors, notices and parameter changes in between still come through."""
+    queries = [
+        "select 1 as n",
+        "select 2 as n",
+        "select 33333 as n",
+        "select n from generate_series(1, 3) as n",
+        "select n from generate_series(4, 6) as n",
+        "select 1 / 0 as n",
+        "select 4 as n",
+        "do $$ begin raise notice 'between'; end $$",
+        "select 5 as n",
+        "set application_name = 'repeated'",
+        "select 6 as n",
+        "select current_setting('application_name') as n",
+    ]
+
+    async def scenario(open_client: Opener) -> list[list[Reply]]:
+        c = await open_client()
+        replies = [await c.query(q) for q in queries]
+        await c.close()
+        return replies
+
+    replies = await both(pg, proxy1, scenario)
+    rows = [[r.detail for r in reply if r.kind == "D"] for reply in replies]
+    assert rows == [
+        ["1"], ["2"], ["33333"], ["1", "2", "3"], ["4", "5", "6"], [], ["4"], [], ["5"], [],
+        ["6"], ["repeated"],
+    ]  # fmt: skip
+    assert replies[5][0] == Reply("E", "22012")
