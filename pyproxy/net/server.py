@@ -421,17 +421,7 @@ class ServerConn(asyncio.Protocol):
                 for _ in range(pops):
                     queue.popleft()
                 status = shape[5]
-                self.status = status
-                self.ready_at = time.monotonic()
-                pending = self.pending - 1
-                self.pending = pending
-                self.stmts.recv_seg += 1
-                if (
-                    pending <= 0
-                    and (status == 73 or client.statement_mode)
-                    and not client.session_mode
-                    and not client.open_ext
-                ):
+                if self._ready(client, status):
                     client.release_server(data if status == 73 else data[: n - 6])
                 else:
                     ct.write(data)
@@ -453,11 +443,6 @@ class ServerConn(asyncio.Protocol):
                 off = end
             elif kind == _RFQ:
                 status = data[end - 1]
-                self.status = status
-                self.ready_at = time.monotonic()
-                pending = self.pending - 1
-                self.pending = pending
-                self.stmts.recv_seg += 1
                 off = end
                 if off == n:
                     # A whole reply: its shape may repeat.
@@ -465,12 +450,7 @@ class ServerConn(asyncio.Protocol):
                     client.reply_misses = misses + 1
                     if not misses & 7:
                         _learn_reply(client, data)
-                if (
-                    pending <= 0
-                    and (status == 73 or client.statement_mode)
-                    and not client.session_mode
-                    and not client.open_ext
-                ):
+                if self._ready(client, status):
                     # The transaction is over: the server goes back to the pool.
                     upto = off if status == 73 else off - 6  # statement mode: Z(T) replaced
                     if off < n:
@@ -518,6 +498,21 @@ class ServerConn(asyncio.Protocol):
                 self._tail = rest
         if start < off:
             ct.write(data if start == 0 and off == n else data[start:off])
+
+    def _ready(self, client: ClientConn, status: int) -> bool:
+        """Note a ReadyForQuery with ``status``; is the transaction over, so that the server
+        goes back to the pool (every request answered, the pool mode releases here)?"""
+        self.status = status
+        self.ready_at = time.monotonic()
+        pending = self.pending - 1
+        self.pending = pending
+        self.stmts.recv_seg += 1
+        return (
+            pending <= 0
+            and (status == 73 or client.statement_mode)
+            and not client.session_mode
+            and not client.open_ext
+        )
 
     def _continue(self, data: bytes, ct: asyncio.Transport) -> bytes:
         """Finish a message cut by the previous read: stream the rest of a large one, or join
