@@ -23,10 +23,8 @@ from tests.support.extended import (
 )
 from tests.support.pgcluster import APP_DB, USERS, PgServer
 from tests.support.proxy import RunningProxy, pool_entry, running_proxy
+from tests.support.side_by_side import TRUST_USER, both, opener
 from tests.support.wire import query, typed
-
-TRUST_USER = USERS["trust"][0]
-Scenario = Callable[[Callable[[], Awaitable[ExtendedClient]]], Awaitable[list[list[Reply]]]]
 
 
 @pytest.fixture(scope="module")
@@ -44,21 +42,6 @@ async def proxy1(pg: PgServer) -> AsyncIterator[RunningProxy]:
 async def proxy2(pg: PgServer) -> AsyncIterator[RunningProxy]:
     async with running_proxy(pg, [pool_entry(size=2)], proxy={"auth_type": "trust"}) as proxy:
         yield proxy
-
-
-def opener(host: str, port: int, database: str) -> Callable[[], Awaitable[ExtendedClient]]:
-    async def open_client() -> ExtendedClient:
-        return await ExtendedClient.connect(host, port, TRUST_USER, database)
-
-    return open_client
-
-
-async def both(pg: PgServer, proxy: RunningProxy, scenario: Scenario) -> list[list[Reply]]:
-    """Run ``scenario`` directly against PostgreSQL and through pyproxy; they must agree."""
-    direct = await scenario(opener(pg.host, pg.port, APP_DB))
-    proxied = await scenario(opener(proxy.host, proxy.port, "testpool"))
-    assert proxied == direct
-    return proxied
 
 
 def tag() -> str:

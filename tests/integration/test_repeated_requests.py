@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.support.extended import (
-    ExtendedClient,
     Reply,
     bind,
     describe,
@@ -21,12 +20,10 @@ from tests.support.extended import (
     run_statement,
     sync,
 )
-from tests.support.pgcluster import APP_DB, USERS, PgServer
+from tests.support.pgcluster import PgServer
 from tests.support.proxy import RunningProxy, pool_entry, running_proxy
+from tests.support.side_by_side import Opener, both, opener
 from tests.support.wire import typed
-
-TRUST_USER = USERS["trust"][0]
-Opener = Callable[[], Awaitable[ExtendedClient]]
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +35,6 @@ async def proxy1(pg: PgServer) -> AsyncIterator[RunningProxy]:
         proxy={"auth_type": "trust"},
     ) as proxy:
         yield proxy
-
-
-def opener(host: str, port: int, database: str) -> Opener:
-    async def open_client() -> ExtendedClient:
-        return await ExtendedClient.connect(host, port, TRUST_USER, database)
-
-    return open_client
-
-
-async def both(
-    pg: PgServer, proxy: RunningProxy, scenario: Callable[[Opener], Awaitable[list[list[Reply]]]]
-) -> list[list[Reply]]:
-    direct = await scenario(opener(pg.host, pg.port, APP_DB))
-    proxied = await scenario(opener(proxy.host, proxy.port, "testpool"))
-    assert proxied == direct
-    return proxied
 
 
 def unnamed(sql: str, value: str | None, *, with_describe: bool = True) -> bytes:

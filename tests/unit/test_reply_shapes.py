@@ -17,6 +17,7 @@ from pyproxy.net.server import ServerConn
 from pyproxy.pool.prepared import SKIP
 from pyproxy.proto import messages as m
 from tests.support.extended import bind, describe, execute, parse, sync
+from tests.support.recording import Recorder, plain
 
 QUERY = m.query("select abalance from pgbench_accounts where aid = 1")
 EXTENDED = (
@@ -45,14 +46,6 @@ def extended_reply(*rows: bytes) -> bytes:
     return PARSE_COMPLETE + BIND_COMPLETE + simple_reply(*rows)
 
 
-class Recorder(hotpath._Transport):
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(bytes(data))
-
-
 def answered_client(mode: str, request: bytes, first: bytes) -> tuple[ClientConn, ServerConn]:
     """A client whose ``request`` was answered once with ``first`` (so it learnt the reply's
     shape) and was sent again: its server is waiting to send the second reply."""
@@ -69,10 +62,6 @@ def answered_client(mode: str, request: bytes, first: bytes) -> tuple[ClientConn
     return client, server
 
 
-def _plain(value: Any) -> Any:
-    return value if value is None or isinstance(value, int | bytes) else type(value).__name__
-
-
 def outcome(client: ClientConn, server: ServerConn) -> dict[str, Any]:
     pool = server.pool
     assert pool is not None
@@ -80,7 +69,7 @@ def outcome(client: ClientConn, server: ServerConn) -> dict[str, Any]:
         "to_client": b"".join(client.transport.written),  # type: ignore[union-attr]
         "pending": server.pending,
         "status": server.status,
-        "queue": [tuple(map(_plain, entry)) for entry in server.stmts.queue],
+        "queue": [tuple(map(plain, entry)) for entry in server.stmts.queue],
         "server_params": dict(server.params),
         "client_params": dict(client.params),
         "recv_seg": server.stmts.recv_seg,

@@ -15,6 +15,7 @@ from bench import hotpath
 from pyproxy.net.client import ClientConn
 from pyproxy.net.server import ServerConn
 from tests.support.extended import bind, describe, execute, flush, parse, sync
+from tests.support.recording import Recorder, plain
 from tests.support.wire import typed
 
 SQL = "select $1::int as v"
@@ -22,17 +23,6 @@ SQL = "select $1::int as v"
 
 def request(value: str | None = "12345", *, portal: str = "", stmt: str = "") -> bytes:
     return parse("", SQL) + bind(portal, stmt, [value]) + describe("P", "") + execute() + sync()
-
-
-class Recorder(hotpath._Transport):
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(bytes(data))
-
-    def close(self) -> None:
-        self.written.append(b"<closed>")
 
 
 def linked_client() -> tuple[ClientConn, ServerConn]:
@@ -52,17 +42,12 @@ def linked_client() -> tuple[ClientConn, ServerConn]:
     return client, server
 
 
-def _plain(value: Any) -> Any:
-    """Queue entries hold objects of the world they come from: compare them by type."""
-    return value if value is None or isinstance(value, int | bytes) else type(value).__name__
-
-
 def outcome(client: ClientConn, server: ServerConn) -> dict[str, Any]:
     return {
         "to_server": b"".join(server.transport.written),  # type: ignore[union-attr]
         "to_client": b"".join(client.transport.written),  # type: ignore[union-attr]
         "pending": server.pending,
-        "queue": [tuple(map(_plain, entry)) for entry in server.stmts.queue],
+        "queue": [tuple(map(plain, entry)) for entry in server.stmts.queue],
         "sent_seg": server.stmts.sent_seg,
         "open_ext": client.open_ext,
         "copy_syncs": client._copy_syncs,
