@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pyproxy.pool.sqlscan import split_statements
 
 # Cheap pre-filter: only queries containing one of these words are tokenized.
-TRIGGER = re.compile(
-    rb"(?i)\b(set|reset|listen|prepare|declare|temp|temporary|pg_advisory_lock|"
+_TRIGGER_WORDS = (
+    rb"\b(set|reset|listen|prepare|declare|temp|temporary|pg_advisory_lock|"
     rb"pg_advisory_lock_shared|pg_try_advisory_lock|pg_try_advisory_lock_shared|set_config|"
     rb"begin|start|commit|rollback|end|abort|deallocate|discard)\b"
 )
+TRIGGER = re.compile(rb"(?i)" + _TRIGGER_WORDS)
 
 _LEADING = (
     b"set",
@@ -29,35 +30,30 @@ _LEADING = (
     b"deallocate",
     b"discard",
 )
-_ENDING = b" \t\r\n\x00;"
-# By a query's first byte (lower-cased): the keywords of _LEADING it may begin, or None when it
-# is not a letter (space, comment, parenthesis: the whole text is scanned).
-_BY_FIRST: list[tuple[bytes, ...] | None] = [
-    tuple(k for k in _LEADING if k[0] == c) if 97 <= c <= 122 else None for c in range(256)
-]
+# needs_analysis's rule as one anchored pattern, so that the common query costs one C-level
+# match. A query needs a closer look when it begins with a keyword that may leave session state
+# behind, ...
+_KEYWORD_FIRST = rb"(?:" + rb"|".join(_LEADING) + rb")"
+# ... or begins with whitespace, a comment or a parenthesis and mentions a trigger word, ...
+_OTHER_FIRST = rb"(?=[^a-z]).*?" + _TRIGGER_WORDS
+# ... or calls a function and mentions advisory locks or set_config, ...
+_CALLS_LOCK_OR_SET_CONFIG = rb"(?=[^(]*\().*?(?:advisory|set_config)"
+# ... or holds more than one statement (something other than blanks, NULs and semicolons after
+# the first semicolon) and mentions a trigger word.
+_STATEMENTS = rb"(?=[^;]*;[ \t\r\n\x00;]*[^ \t\r\n\x00;]).*?" + _TRIGGER_WORDS
+_NEEDS_ANALYSIS = re.compile(
+    rb"(?is)" + rb"|".join((_KEYWORD_FIRST, _OTHER_FIRST, _CALLS_LOCK_OR_SET_CONFIG, _STATEMENTS))
+)
 
 
 def needs_analysis(data: bytes, start: int, end: int) -> bool:
     """Cheap pre-check of a Query body ``data[start:end]``: could ``analyze`` find anything?
 
     Most queries are one statement starting with SELECT/INSERT/UPDATE/BEGIN/... and mention
-    neither advisory locks nor set_config: those are answered with a few C-level calls.
+    neither advisory locks nor set_config: those are answered by one regular-expression match.
     False positives only cost a closer look.
     """
-    low = data[start:end].lower()
-    if not low:
-        return False
-    keywords = _BY_FIRST[low[0]]
-    if keywords is None:  # whitespace, a comment or a parenthesis first
-        return TRIGGER.search(low) is not None
-    if keywords and low.startswith(keywords):
-        return True
-    if low.find(b"(") >= 0 and (low.find(b"advisory") >= 0 or low.find(b"set_config") >= 0):
-        return True  # a call of an advisory-lock function or set_config
-    semi = low.find(b";")
-    if semi < 0 or (semi == len(low) - 2 and low[-1] == 0):
-        return False  # no semicolon, or only a final one
-    return bool(low[semi + 1 :].strip(_ENDING)) and TRIGGER.search(low) is not None
+    return _NEEDS_ANALYSIS.match(data, start, end) is not None
 
 
 _PARSE_CHECKS: dict[bytes, bool] = {}

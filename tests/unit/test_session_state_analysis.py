@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from pyproxy.config import ProxyConfig
@@ -157,3 +159,94 @@ def test_deallocate_and_discard_all_are_reported_for_the_statement_maps() -> Non
 def test_discard_all_also_resets_replayed_parameters() -> None:
     result = analyze("DISCARD ALL", False, REPLAYABLE, TRACKED)
     assert ("reset_all", "", None) in result.replay
+
+
+# Fragments that generated queries are made of: keywords in several spellings, look-alikes,
+# separators, comments, quotes and calls.
+_FRAGMENTS = [
+    "SELECT",
+    "select",
+    "Set",
+    "SET",
+    "reset",
+    "BEGIN",
+    "commit",
+    "END",
+    "rollback",
+    "start",
+    "transaction",
+    "listen",
+    "LISTEN",
+    "prepare",
+    "Declare",
+    "cursor",
+    "with hold",
+    "for",
+    "create",
+    "CREATE",
+    "temp",
+    "TEMPORARY",
+    "table",
+    "discard",
+    "ALL",
+    "deallocate",
+    "abort",
+    "pg_advisory_lock(1)",
+    "pg_try_advisory_lock_shared(2)",
+    "pg_advisory_xact_lock(3)",
+    "set_config('a', 'b', false)",
+    "settings",
+    "reset_x",
+    "x",
+    "1",
+    "=",
+    "enable_seqscan",
+    "off",
+    "search_path",
+    ";",
+    ";",
+    " ",
+    "\n",
+    "(",
+    ")",
+    "/* c */",
+    "-- c\n",
+    "'s'",
+    '"q"',
+]
+
+
+def _generated_queries(count: int) -> list[str]:
+    rng = random.Random(20261121)
+    return [
+        "".join(rng.choice(_FRAGMENTS) + rng.choice(("", " ")) for _ in range(rng.randint(0, 8)))
+        for _ in range(count)
+    ]
+
+
+def test_the_precheck_lets_through_every_query_the_analysis_acts_on() -> None:
+    acted_on = 0
+    for sql in _generated_queries(20_000):
+        result = analyze(sql, False, REPLAYABLE, TRACKED)
+        if result.findings or result.replay or result.deallocate:
+            acted_on += 1
+            raw = sql.encode() + b"\x00"  # as in a Query message: the text and its terminator
+            assert needs_analysis(b"Q\x00\x00\x00\x00" + raw, 5, 5 + len(raw)), sql
+    assert acted_on > 1_000  # the corpus does exercise the analysis
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+        "select id, name from users where id = $1",
+        "UPDATE accounts SET balance = balance - $1 WHERE id = $2;",
+        "INSERT INTO t (a, b) VALUES (1, 'x') RETURNING id",
+        "BEGIN",
+        "COMMIT;",
+        "SELECT now();\n",
+    ],
+)
+def test_the_precheck_passes_common_single_statements_without_a_closer_look(sql: str) -> None:
+    raw = sql.encode() + b"\x00"
+    assert not needs_analysis(raw, 0, len(raw))
