@@ -1,4 +1,5 @@
-"""Bringing up a benchmark's world: a throwaway PostgreSQL with pgbench data and the proxies."""
+"""Bringing up a benchmark's world: a throwaway PostgreSQL with pgbench data, the proxies and
+the bare relay."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from pathlib import Path
 
 from bench.pgbench import init_pgbench
 from bench.procstat import maps_mention
-from bench.targets import PGBOUNCER_BIN, PgBouncerProcess, PyproxyProcess, Target
+from bench.targets import (
+    PGBOUNCER_BIN,
+    PgBouncerProcess,
+    PyproxyProcess,
+    RelayProcess,
+    Target,
+)
 from tests.support.pgcluster import DSN_ENV, USERS, PgServer, run_sql, start_postgres
 
 BENCH_DB = "pgbench"
@@ -26,6 +33,7 @@ class Environment:
     targets: dict[str, Target]
     errors: list[str] = field(default_factory=list)
     pyproxy_event_loop: str | None = None
+    relay_event_loop: str | None = None
 
 
 def _trust_hba(workdir: Path) -> Path:
@@ -46,7 +54,10 @@ def environment(
     pyproxy_args: tuple[str, ...] = (),
     with_pgbouncer: bool = True,
 ) -> Iterator[Environment]:
-    """PostgreSQL with pgbench data at `scale`, pyproxy and (when installed) PgBouncer."""
+    """PostgreSQL with pgbench data at `scale`, pyproxy, (when installed) PgBouncer and the relay.
+
+    A proxy or the relay that fails to start is recorded in `errors`; the others still run.
+    """
     user, password = USERS["superuser"]
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -87,4 +98,15 @@ def environment(
             except RuntimeError as exc:
                 env.errors.append(str(exc))
                 log(str(exc))
+        relay = RelayProcess(workdir, pg.host, pg.port, user, password, BENCH_DB)
+        stack.callback(relay.stop)
+        try:
+            env.targets["relay"] = target = relay.start()
+            env.relay_event_loop = (
+                "uvloop" if maps_mention(target.pid or 0, "uvloop") else "asyncio"
+            )
+            log(f"bare relay on port {target.port} (pid {target.pid}, {env.relay_event_loop})")
+        except RuntimeError as exc:
+            env.errors.append(str(exc))
+            log(str(exc))
         yield env

@@ -10,7 +10,7 @@ CLIENTS = (10, 50, 200, 1000)
 
 @dataclass(frozen=True)
 class Run:
-    """One pgbench run of the matrix; mode is None for direct PostgreSQL."""
+    """One pgbench run of the matrix; mode is None for direct PostgreSQL and reference targets."""
 
     target: str
     mode: str | None
@@ -27,6 +27,27 @@ class MatrixSpec:
     extra_cells: tuple[tuple[str, str, int], ...] = ()  # (mode, protocol, clients) beyond the grid
     pool_size: int = 20
 
+
+@dataclass(frozen=True)
+class Reference:
+    """A target without pool mode measured for comparison, only in some (protocol, clients) cells.
+
+    Like direct PostgreSQL it runs once per (protocol, clients) and round, but only where
+    `protocol` is one of `protocols` and `clients` is at most `max_clients`.
+    """
+
+    name: str
+    protocols: tuple[str, ...]
+    max_clients: int
+
+    def runs_in(self, protocol: str, clients: int) -> bool:
+        return protocol in self.protocols and clients <= self.max_clients
+
+
+# The bare byte relay opens a backend per client, so it stays at client counts PostgreSQL
+# serves comfortably, and it carries only the protocols the report compares it in.
+RELAY = Reference("relay", ("simple", "extended"), 200)
+REFERENCES = (RELAY,)
 
 FULL = MatrixSpec(("transaction", "session", "statement"), PROTOCOLS, CLIENTS)
 QUICK = MatrixSpec(
@@ -57,6 +78,7 @@ def build_plan(
     proxies: tuple[str, ...],
     skip: set[tuple[str, str, str]],
     repeat: int = 1,
+    references: tuple[Reference, ...] = (),
 ) -> list[Run]:
     """Order the runs so targets of one cell run back to back, rotating who goes first.
 
@@ -64,6 +86,7 @@ def build_plan(
     figures can be compared with each other and the report can take medians over rounds.
     Direct PostgreSQL has no pool mode: it runs once per (protocol, clients) and round,
     interleaved with the first mode cell of that group, and its figures serve every mode.
+    Each of `references` runs the same way, next to direct, in the groups it `runs_in`.
     `skip` holds (target, mode, protocol) combinations a target cannot carry.
     """
     groups: dict[tuple[str, int], list[str]] = {}
@@ -75,7 +98,14 @@ def build_plan(
     for (protocol, clients), modes in ordered:
         for index, mode in enumerate(modes):
             for round_ in range(repeat):
-                lineup = [Run("direct", None, protocol, clients, round_)] if index == 0 else []
+                lineup: list[Run] = []
+                if index == 0:
+                    lineup = [Run("direct", None, protocol, clients, round_)]
+                    lineup += [
+                        Run(ref.name, None, protocol, clients, round_)
+                        for ref in references
+                        if ref.runs_in(protocol, clients)
+                    ]
                 lineup += [
                     Run(name, mode, protocol, clients, round_)
                     for name in proxies

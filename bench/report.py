@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
-TARGET_LABELS = {"direct": "direct", "pyproxy": "pyproxy", "pgbouncer": "PgBouncer"}
+TARGET_LABELS = {
+    "direct": "direct",
+    "pyproxy": "pyproxy",
+    "pgbouncer": "PgBouncer",
+    "relay": "bare relay",
+}
 MODE_SHORT = {"transaction": "tx", "session": "session", "statement": "stmt"}
 
 
@@ -51,10 +56,12 @@ def _paired(mine: dict[int, Row], theirs: dict[int, Row], key: str) -> list[floa
 
 
 def summarize(runs: list[Row]) -> list[Row]:
-    """One row per (mode, protocol, clients) cell with the three targets side by side.
+    """One row per (mode, protocol, clients) cell with the targets side by side.
 
     With several rounds per cell, figures are medians over the rounds and ratios are medians of
     each round's ratio (a round's targets ran back to back, so they saw the same machine).
+    Like direct, the bare relay has no pool mode: its runs serve every mode of their
+    (protocol, clients), and its figures are None where it did not run.
     """
     seen: list[tuple[str, str, int]] = []
     for run in runs:
@@ -66,6 +73,7 @@ def summarize(runs: list[Row]) -> list[Row]:
         direct = rounds_of(runs, "direct", None, protocol, clients)
         proxy = rounds_of(runs, "pyproxy", mode, protocol, clients)
         bouncer = rounds_of(runs, "pgbouncer", mode, protocol, clients)
+        relay = rounds_of(runs, "relay", None, protocol, clients)
         vs_bouncer = [v for v in _paired(proxy, bouncer, "tps") if v is not None]
         rows.append(
             {
@@ -85,6 +93,10 @@ def summarize(runs: list[Row]) -> list[Row]:
                 "pyproxy_cpu_us": median(r["proxy_cpu_us_per_tx"] for r in proxy.values()),
                 "cpu_pyproxy_vs_pgbouncer": median(_paired(proxy, bouncer, "proxy_cpu_us_per_tx")),
                 "pyproxy_failed": (sum(_failures(r) for r in proxy.values()) if proxy else None),
+                "relay_tps": median(r["tps"] for r in relay.values()),
+                "relay_cpu_us": median(r["proxy_cpu_us_per_tx"] for r in relay.values()),
+                "tps_relay_vs_pgbouncer": median(_paired(relay, bouncer, "tps")),
+                "cpu_relay_vs_pgbouncer": median(_paired(relay, bouncer, "proxy_cpu_us_per_tx")),
             }
         )
     return rows
@@ -259,6 +271,7 @@ def markdown(results: Row) -> str:
             for r in summarize(results["runs"])
         ],
     )
+    out += _floor_section(results)
     out += ["", "## Every run (in the order run)", ""]
     out += _table(
         [
@@ -283,6 +296,54 @@ def markdown(results: Row) -> str:
     if results.get("errors"):
         out += ["", "## Errors", "", *[f"- {e}" for e in results["errors"]]]
     return "\n".join(out) + "\n"
+
+
+def _floor_section(results: Row) -> list[str]:
+    """The bare relay next to PgBouncer and pyproxy, in the transaction-mode cells it ran in."""
+    rows = [
+        r
+        for r in summarize(results["runs"])
+        if r["mode"] == "transaction" and r["relay_tps"] is not None
+    ]
+    if not rows:
+        return []
+    out = [
+        "",
+        "## Floor: a bare Python byte relay",
+        "",
+        "The relay (bench/relay.py) does no pooling and no protocol parsing: it opens one "
+        "PostgreSQL connection per client and copies bytes, so its CPU per transaction is the "
+        "lower bound of Python per-transaction work on this machine, not a competitor.",
+        "",
+    ]
+    out += _table(
+        [
+            "protocol",
+            "clients",
+            "PgBouncer TPS",
+            "relay TPS",
+            "relay/PgBouncer TPS",
+            "pyproxy/PgBouncer TPS",
+            "relay CPU µs/tx",
+            "pyproxy CPU µs/tx",
+            "relay/PgBouncer CPU",
+        ],
+        [
+            [
+                r["protocol"],
+                str(r["clients"]),
+                _num(r["pgbouncer_tps"]),
+                _num(r["relay_tps"]),
+                _num(r["tps_relay_vs_pgbouncer"], 2),
+                _num(r["tps_pyproxy_vs_pgbouncer"], 2),
+                _num(r["relay_cpu_us"], 1),
+                _num(r["pyproxy_cpu_us"], 1),
+                _num(r["cpu_relay_vs_pgbouncer"], 2),
+            ]
+            for r in rows
+        ],
+    )
+    return out
 
 
 def _run_row(run: Row, runs: list[Row]) -> list[str]:
@@ -381,7 +442,8 @@ def _idle_section(results: Row) -> list[str]:
 
 
 def draw_chart(results: Row, path: Path) -> None:
-    """Grouped bars: TPS of each target in every (mode, protocol, clients) cell."""
+    """Grouped bars: TPS of each target in every (mode, protocol, clients) cell; the bare relay,
+    where it ran, as a thin dashed line across its cell."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -400,6 +462,17 @@ def draw_chart(results: Row, path: Path) -> None:
     for index, (label, key, color) in enumerate(series):
         xs = [i + (index - 1) * width for i in range(len(rows))]
         ax.bar(xs, [r[key] or 0 for r in rows], width, label=label, color=color)
+    relay = [(i, r["relay_tps"]) for i, r in enumerate(rows) if r["relay_tps"] is not None]
+    if relay:
+        ax.hlines(
+            [tps for _, tps in relay],
+            [i - 1.5 * width for i, _ in relay],
+            [i + 1.5 * width for i, _ in relay],
+            colors="#2f7d32",
+            linestyles="dashed",
+            linewidth=1.2,
+            label="bare relay",
+        )
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(
         [f"{MODE_SHORT[r['mode']]}\n{r['protocol']}\nc={r['clients']}" for r in rows], fontsize=8

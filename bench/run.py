@@ -1,4 +1,5 @@
-"""`python -m bench.run`: pgbench through pyproxy, PgBouncer and directly, with a report."""
+"""`python -m bench.run`: pgbench through pyproxy, PgBouncer, a bare relay and directly, with a
+report."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 from bench.environment import Environment, environment
 from bench.idle_rss import measure_idle_rss
 from bench.pgbench import RunResult, run_pgbench
-from bench.plan import FULL, QUICK, MatrixSpec, Run, build_plan, session_clients
+from bench.plan import FULL, QUICK, REFERENCES, RELAY, MatrixSpec, Run, build_plan, session_clients
 from bench.report import markdown, summarize, write_all
 from bench.sysinfo import machine_info
 from bench.targets import POOL_NAMES, pgbouncer_carries_prepared, pgbouncer_version, raise_fd_limit
@@ -89,6 +90,15 @@ def notes(
         "round and cell to cell, so drift of the machine hits all targets alike.",
         "Direct PostgreSQL has no pool mode: it runs once per (protocol, clients) and its "
         "figures are compared with every mode.",
+        (
+            f"The bare relay (bench/relay.py, {env.relay_event_loop}) is a Python asyncio byte "
+            "relay with one PostgreSQL connection per client, no pooling and no protocol "
+            "parsing: the floor of pure-Python per-transaction work on this machine, not a "
+            "competitor. Like direct it has no pool mode and runs next to direct, only with "
+            f"protocols {' and '.join(RELAY.protocols)} and at most {RELAY.max_clients} clients."
+        )
+        if "relay" in env.targets
+        else "The bare relay was not available: the floor section is missing.",
         "Client authentication is trust on every target (the benchmark's pg_hba.conf trusts "
         "127.0.0.1), so connection setup compares like with like.",
         "Before measuring, every pool is warmed by a short pgbench run, so its server "
@@ -122,7 +132,7 @@ def notes(
 
 def warm_up(env: Environment, modes: tuple[str, ...], pool_size: int) -> None:
     for name, target in env.targets.items():
-        for mode in modes if name != "direct" else (None,):
+        for mode in modes if name in PROXIES else (None,):
             result = run_pgbench(target, mode, "simple", pool_size, WARMUP_SECONDS, None)
             if result.error or result.failed:
                 env.errors.append(f"warm-up of {name}/{mode} failed: {result.error}")
@@ -207,6 +217,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "started": started_wall.isoformat(timespec="seconds"),
             "machine": machine_info(env.postgres_version),
             "pyproxy_event_loop": env.pyproxy_event_loop,
+            "relay_event_loop": env.relay_event_loop,
             "settings": {
                 "duration_s": duration,
                 "repeat": repeat,
@@ -221,7 +232,9 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         warm_up(env, spec.modes, args.pool_size)
         results["idle_rss"] = idle_rss(env, idle_clients)
         results["connection_rate"] = connection_rate(env, max(4, duration // 2))
-        plan = build_plan(spec, tuple(p for p in PROXIES if p in env.targets), skip, repeat)
+        proxies = tuple(p for p in PROXIES if p in env.targets)
+        references = tuple(r for r in REFERENCES if r.name in env.targets)
+        plan = build_plan(spec, proxies, skip, repeat, references)
         log(f"matrix: {len(plan)} pgbench runs of {duration} s ({repeat} rounds per cell)")
         with tempfile.TemporaryDirectory(prefix="bench-logs-") as log_dir:
             results["runs"] = run_matrix(env, plan, duration, Path(log_dir))

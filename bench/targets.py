@@ -1,4 +1,4 @@
-"""Benchmark targets: direct PostgreSQL, a pyproxy subprocess and a PgBouncer subprocess."""
+"""Benchmark targets: direct PostgreSQL, pyproxy, PgBouncer and the bare relay (subprocesses)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ START_TIMEOUT = 30.0
 class Target:
     """Where pgbench connects, and which process (if any) is the proxy to measure."""
 
-    name: str  # "direct" | "pyproxy" | "pgbouncer"
+    name: str  # "direct" | "pyproxy" | "pgbouncer" | "relay"
     host: str
     port: int
     user: str
@@ -133,6 +133,85 @@ class PyproxyProcess:
             raise RuntimeError(f"pyproxy did not start: {exc}\n{self.log_tail()}") from exc
         return Target(
             "pyproxy", "127.0.0.1", self.port, self.user, self.password, proc.pid, dict(POOL_NAMES)
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class RelayProcess:
+    """`python -m bench.relay` as a child process: one backend connection per client, no pool.
+
+    The relay forwards the startup packet unchanged, so every mode connects with the real
+    database name `dbname`.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        pg_host: str,
+        pg_port: int,
+        user: str,
+        password: str,
+        dbname: str,
+    ) -> None:
+        self.port = free_port()
+        self.user, self.password, self.dbname = user, password, dbname
+        self.log_path = workdir / "relay.log"
+        self.argv = [
+            sys.executable,
+            "-m",
+            "bench.relay",
+            "--listen-port",
+            str(self.port),
+            "--pg-host",
+            pg_host,
+            "--pg-port",
+            str(pg_port),
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Target:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=raise_fd_limit,
+            )
+        proc = self.proc
+        try:
+            wait_until(
+                lambda: port_open("127.0.0.1", self.port),
+                "the relay to listen",
+                lambda: proc.poll() is None,
+            )
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"relay did not start: {exc}\n{self.log_tail()}") from exc
+        return Target(
+            "relay",
+            "127.0.0.1",
+            self.port,
+            self.user,
+            self.password,
+            proc.pid,
+            {mode: self.dbname for mode in MODES},
+            direct_dbname=self.dbname,
         )
 
     def log_tail(self, lines: int = 20) -> str:
