@@ -34,7 +34,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a ~3 minute subset of the matrix")
     parser.add_argument("--out", type=Path, help="results directory (default bench/results/<time>)")
-    parser.add_argument("--duration", type=int, help="seconds per pgbench run (quick 6, full 5)")
+    parser.add_argument("--duration", type=int, help="seconds per pgbench run (default 5)")
     parser.add_argument(
         "--repeat",
         type=int,
@@ -200,7 +200,7 @@ def run_matrix(
 def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     spec = QUICK if args.quick else FULL
     spec = MatrixSpec(spec.modes, spec.protocols, spec.clients, spec.extra_cells, args.pool_size)
-    duration = args.duration or (6 if args.quick else 5)
+    duration = args.duration or 5
     repeat = max(1, args.repeat or (1 if args.quick else 3))
     idle_clients = args.idle_clients or (2000 if args.quick else 10000)
     started_wall, started = datetime.datetime.now().astimezone(), time.monotonic()
