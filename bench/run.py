@@ -95,7 +95,8 @@ def notes(
             "relay with one PostgreSQL connection per client, no pooling and no protocol "
             "parsing: the floor of pure-Python per-transaction work on this machine, not a "
             "competitor. Like direct it has no pool mode and runs next to direct, only with "
-            f"protocols {' and '.join(RELAY.protocols)} and at most {RELAY.max_clients} clients."
+            f"protocols {' and '.join(RELAY.protocols)} and {'/'.join(map(str, RELAY.clients))} "
+            "clients."
         )
         if "relay" in env.targets
         else "The bare relay was not available: the floor section is missing.",

@@ -129,14 +129,14 @@ def _lineup_of(plan: list[Run], index: int) -> list[Run]:
     ]
 
 
-def test_the_relay_runs_once_per_group_and_round_only_in_simple_and_extended_up_to_200() -> None:
+def test_the_relay_runs_once_per_group_and_round_only_in_the_gated_cells() -> None:
     plan = build_plan(FULL, ("pyproxy", "pgbouncer"), set(), repeat=3, references=(RELAY,))
     relay = [r for r in plan if r.target == "relay"]
     groups = {(p, c) for _, p, c in cells(FULL)}
-    expected = {(p, c) for p, c in groups if p in ("simple", "extended") and c <= 200}
-    assert expected and {p for p, _ in expected} == {"simple", "extended"}
+    expected = {(p, c) for p, c in groups if p in ("simple", "extended") and c in (10, 50, 200)}
+    assert expected == {(p, c) for p in ("simple", "extended") for c in (10, 50, 200)}
+    assert ("simple", 20) in groups  # the session-only group at the pool size: no relay there
     assert {(r.protocol, r.clients) for r in relay} == expected
-    assert all(r.protocol != "prepared" and r.clients <= 200 for r in relay)
     assert all(r.mode is None for r in relay)
     per_key = Counter((r.protocol, r.clients, r.round) for r in relay)
     assert set(per_key.values()) == {1}
