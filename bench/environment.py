@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from bench.pgbench import init_pgbench
 from bench.procstat import maps_mention
@@ -79,34 +80,43 @@ def environment(
         pyproxy = PyproxyProcess(
             workdir, pg.host, pg.port, user, password, pool_size, BENCH_DB, pyproxy_args
         )
-        stack.callback(pyproxy.stop)
-        try:
-            env.targets["pyproxy"] = target = pyproxy.start()
-            env.pyproxy_event_loop = (
-                "uvloop" if maps_mention(target.pid or 0, "uvloop") else "asyncio"
-            )
+        target = _start(env, stack, "pyproxy", pyproxy, log)
+        if target is not None:
+            env.pyproxy_event_loop = _event_loop(target)
             log(f"pyproxy on port {target.port} (pid {target.pid}, {env.pyproxy_event_loop})")
-        except RuntimeError as exc:
-            env.errors.append(str(exc))
-            log(str(exc))
         if with_pgbouncer and os.access(PGBOUNCER_BIN, os.X_OK):
             bouncer = PgBouncerProcess(pg.host, pg.port, user, password, pool_size, BENCH_DB)
-            stack.callback(bouncer.stop)
-            try:
-                env.targets["pgbouncer"] = target = bouncer.start()
+            target = _start(env, stack, "pgbouncer", bouncer, log)
+            if target is not None:
                 log(f"PgBouncer on port {target.port} (pid {target.pid})")
-            except RuntimeError as exc:
-                env.errors.append(str(exc))
-                log(str(exc))
         relay = RelayProcess(workdir, pg.host, pg.port, user, password, BENCH_DB)
-        stack.callback(relay.stop)
-        try:
-            env.targets["relay"] = target = relay.start()
-            env.relay_event_loop = (
-                "uvloop" if maps_mention(target.pid or 0, "uvloop") else "asyncio"
-            )
+        target = _start(env, stack, "relay", relay, log)
+        if target is not None:
+            env.relay_event_loop = _event_loop(target)
             log(f"bare relay on port {target.port} (pid {target.pid}, {env.relay_event_loop})")
-        except RuntimeError as exc:
-            env.errors.append(str(exc))
-            log(str(exc))
         yield env
+
+
+class _Startable(Protocol):
+    def start(self) -> Target: ...
+
+    def stop(self) -> None: ...
+
+
+def _start(
+    env: Environment, stack: ExitStack, name: str, process: _Startable, log: Callable[[str], None]
+) -> Target | None:
+    """Start a target's process (stopped when ``stack`` closes); a failure is recorded in
+    ``env.errors`` and leaves the target out instead of ending the benchmark."""
+    stack.callback(process.stop)
+    try:
+        env.targets[name] = target = process.start()
+    except RuntimeError as exc:
+        env.errors.append(str(exc))
+        log(str(exc))
+        return None
+    return target
+
+
+def _event_loop(target: Target) -> str:
+    return "uvloop" if maps_mention(target.pid or 0, "uvloop") else "asyncio"

@@ -77,8 +77,59 @@ def pyproxy_config(
     )
 
 
-class PyproxyProcess:
-    """`python -m pyproxy serve -c <config>` as a child process with a high fd limit."""
+class PythonChild:
+    """A Python module run as a benchmark target in a child process (high fd limit, output to
+    ``log_path``), started once its port listens and stopped with SIGTERM."""
+
+    label = "child"
+
+    def __init__(self, log_path: Path, argv: list[str], port: int) -> None:
+        self.log_path, self.argv, self.port = log_path, argv, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start_process(self) -> int:
+        """Start the child, wait until it listens on ``port``; its pid."""
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=raise_fd_limit,
+            )
+        proc = self.proc
+        try:
+            wait_until(
+                lambda: port_open("127.0.0.1", self.port),
+                f"{self.label} to listen",
+                lambda: proc.poll() is None,
+            )
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{self.label} did not start: {exc}\n{self.log_tail()}") from exc
+        return proc.pid
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class PyproxyProcess(PythonChild):
+    """`python -m pyproxy serve -c <config>` as a child process."""
+
+    label = "pyproxy"
 
     def __init__(
         self,
@@ -91,72 +142,31 @@ class PyproxyProcess:
         dbname: str,
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        self.port = free_port()
+        port = free_port()
         self.user, self.password = user, password
         self.config_path = workdir / "pyproxy.toml"
         self.config_path.write_text(
-            pyproxy_config(pg_host, pg_port, self.port, user, password, pool_size, dbname)
+            pyproxy_config(pg_host, pg_port, port, user, password, pool_size, dbname)
         )
-        self.log_path = workdir / "pyproxy.log"
-        self.argv = [
-            sys.executable,
-            "-m",
-            "pyproxy",
-            "serve",
-            "-c",
-            str(self.config_path),
-            "--log-level",
-            "warning",
-            *extra_args,
-        ]
-        self.proc: subprocess.Popen[bytes] | None = None
+        argv = [sys.executable, "-m", "pyproxy", "serve", "-c", str(self.config_path)]
+        argv += ["--log-level", "warning", *extra_args]
+        super().__init__(workdir / "pyproxy.log", argv, port)
 
     def start(self) -> Target:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=REPO_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=raise_fd_limit,
-            )
-        proc = self.proc
-        try:
-            wait_until(
-                lambda: port_open("127.0.0.1", self.port),
-                "pyproxy to listen",
-                lambda: proc.poll() is None,
-            )
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"pyproxy did not start: {exc}\n{self.log_tail()}") from exc
+        pid = self.start_process()
         return Target(
-            "pyproxy", "127.0.0.1", self.port, self.user, self.password, proc.pid, dict(POOL_NAMES)
+            "pyproxy", "127.0.0.1", self.port, self.user, self.password, pid, dict(POOL_NAMES)
         )
 
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-class RelayProcess:
+class RelayProcess(PythonChild):
     """`python -m bench.relay` as a child process: one backend connection per client, no pool.
 
     The relay forwards the startup packet unchanged, so every mode connects with the real
     database name `dbname`.
     """
+
+    label = "the relay"
 
     def __init__(
         self,
@@ -167,67 +177,24 @@ class RelayProcess:
         password: str,
         dbname: str,
     ) -> None:
-        self.port = free_port()
+        port = free_port()
         self.user, self.password, self.dbname = user, password, dbname
-        self.log_path = workdir / "relay.log"
-        self.argv = [
-            sys.executable,
-            "-m",
-            "bench.relay",
-            "--listen-port",
-            str(self.port),
-            "--pg-host",
-            pg_host,
-            "--pg-port",
-            str(pg_port),
-        ]
-        self.proc: subprocess.Popen[bytes] | None = None
+        argv = [sys.executable, "-m", "bench.relay", "--listen-port", str(port)]
+        argv += ["--pg-host", pg_host, "--pg-port", str(pg_port)]
+        super().__init__(workdir / "relay.log", argv, port)
 
     def start(self) -> Target:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=REPO_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=raise_fd_limit,
-            )
-        proc = self.proc
-        try:
-            wait_until(
-                lambda: port_open("127.0.0.1", self.port),
-                "the relay to listen",
-                lambda: proc.poll() is None,
-            )
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"relay did not start: {exc}\n{self.log_tail()}") from exc
+        pid = self.start_process()
         return Target(
             "relay",
             "127.0.0.1",
             self.port,
             self.user,
             self.password,
-            proc.pid,
+            pid,
             {mode: self.dbname for mode in MODES},
             direct_dbname=self.dbname,
         )
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def pgbouncer_version(binary: str = PGBOUNCER_BIN) -> tuple[int, ...] | None:

@@ -28,7 +28,7 @@ from pyproxy.pool import params as P
 from pyproxy.pool.session_state import needs_analysis, parse_needs_analysis
 from pyproxy.pool.sqlscan import first_keywords
 from pyproxy.proto import messages as m
-from pyproxy.proto.framing import MessageFramer, StartupFramer
+from pyproxy.proto.framing import MessageFramer, StartupFramer, length_at
 
 if TYPE_CHECKING:
     from pyproxy.net.server import ServerConn
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyproxy.client")
 _unpack_len = struct.Struct("!I").unpack_from
-# The length of the message whose type byte is at the offset given.
-_unpack_len_after = struct.Struct("!xI").unpack_from
 
 STARTUP, AUTH, LOGIN, READY, WAITING, LINKED, CLOSED = range(7)
 _STATEMENT_BLOCK = "transaction blocks not allowed in statement pooling mode"
@@ -652,7 +650,7 @@ class ClientConn(asyncio.Protocol):
                 and data[b] == 66
                 and not data[b + 5]
                 and not data[b + 6]
-                and b + 1 + _unpack_len_after(data, b)[0] + shape[3] == n
+                and b + 1 + length_at(data, b)[0] + shape[3] == n
                 and n <= server.max_packet
                 and data.endswith(shape[2])
             ):
@@ -678,7 +676,7 @@ class ClientConn(asyncio.Protocol):
         sts = server.stmts
         seg = sts.sent_seg
         kinds = _KIND
-        unpack = _unpack_len_after
+        unpack = length_at
         kind = 0
         bind_at = -1  # where the request's only Bind starts (-2: more than one)
         executes = False
@@ -785,7 +783,7 @@ class ClientConn(asyncio.Protocol):
         length, the Syncs, the statement-queue entries added (as Sync counts from the
         request's start) and the Syncs after the last Execute.
         """
-        bind_end = bind_at + 1 + _unpack_len_after(data, bind_at)[0]
+        bind_end = bind_at + 1 + length_at(data, bind_at)[0]
         if bind_end - bind_at < 7 or data[bind_at + 5] or data[bind_at + 6]:
             return  # a named portal or statement: only unnamed ones are matched
         start = sts.sent_seg

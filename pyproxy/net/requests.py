@@ -19,12 +19,12 @@ from pyproxy.pool.params import quote_literal
 from pyproxy.pool.session_state import Analysis, analyze, needs_analysis
 from pyproxy.pool.sqlscan import split_statements
 from pyproxy.proto import messages as m
+from pyproxy.proto.framing import length_at
 
 if TYPE_CHECKING:
     from pyproxy.net.client import ClientConn
     from pyproxy.net.server import ServerConn
 
-_unpack_len_after = struct.Struct("!xI").unpack_from  # length of the message at the offset
 _HINT = "Use a session-mode pool for this, or SET LOCAL inside a transaction."
 
 
@@ -42,7 +42,7 @@ def forward_slow(client: ClientConn, server: ServerConn, data: bytes, off: int) 
     sts = server.stmts
     while n - off >= 5:
         t = data[off]
-        ln = _unpack_len_after(data, off)[0]
+        ln = length_at(data, off)[0]
         end = off + 1 + ln
         if ln < 4 or ln > limit:
             out.append(data[run:off])

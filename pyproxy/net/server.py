@@ -21,7 +21,7 @@ from pyproxy.errors import (
 )
 from pyproxy.pool.prepared import AS_PARSE, PARSE_COMPLETE, ServerStatements
 from pyproxy.proto import messages as m
-from pyproxy.proto.framing import MessageFramer
+from pyproxy.proto.framing import MessageFramer, length_at
 
 if TYPE_CHECKING:
     from pyproxy.net.client import ClientConn
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyproxy.server")
 _unpack_len = struct.Struct("!I").unpack_from
-# The length of the message whose type byte is at the offset given.
-_unpack_len_after = struct.Struct("!xI").unpack_from
 
 # States
 LOGIN, IDLE, LINKED, SYNC, RESET, CHECK, ROLLBACK, CLOSED = range(8)
@@ -63,7 +61,7 @@ def _learn_reply(client: ClientConn, data: bytes) -> None:
     rows_at = rows_end = n - 6  # no rows: an empty run just before the ReadyForQuery
     while off < n - 6:
         kind = data[off]
-        end = off + 1 + _unpack_len_after(data, off)[0]
+        end = off + 1 + length_at(data, off)[0]
         if kind == 68:
             if rows_at == n - 6:
                 rows_at = off
@@ -403,7 +401,7 @@ class ServerConn(asyncio.Protocol):
             if not data:
                 return
         n = len(data)
-        unpack = _unpack_len_after
+        unpack = length_at
         shape = client.reply_shape
         if shape is not None and data.startswith(shape[0]) and data.endswith(shape[1]):
             # The client's last reply again but for its rows (see _learn_reply): check that

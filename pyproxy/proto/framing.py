@@ -15,6 +15,9 @@ from pyproxy.errors import PROGRAM_LIMIT_EXCEEDED, PgError, ProtocolError
 MAX_STARTUP_PACKET = 10_000
 _unpack_len = struct.Struct("!I").unpack_from
 _unpack_code = struct.Struct("!I").unpack_from
+# ``length_at(data, off)[0]``: the length field of the typed message whose type byte is at
+# ``off`` (the data path reads it without adding 1 to the offset first).
+length_at = struct.Struct("!xI").unpack_from
 
 
 class StartupFramer:

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from tests.support.pgcluster import APP_DB, PgServer
-from tests.support.proxy import RunningProxy, running_proxy
+from tests.support.proxy import RunningProxy, pool_entry, running_proxy
 
 MakeProxy = Callable[..., Awaitable[RunningProxy]]
 
@@ -38,3 +38,15 @@ async def pg_admin(pg: PgServer) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def proxy1(pg: PgServer) -> AsyncIterator[RunningProxy]:
+    """One server shared by every client of the module, at most two prepared statements on it,
+    trust auth for raw wire clients (the raw extended-protocol tests compare it with direct)."""
+    async with running_proxy(
+        pg,
+        [pool_entry(size=1, max_prepared_statements=2)],
+        proxy={"auth_type": "trust"},
+    ) as proxy:
+        yield proxy

@@ -4,19 +4,16 @@ its own backend, either side closing closes the other, and SIGTERM stops it."""
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 
 import asyncpg
 import psycopg
 import pytest
 
+from tests.support.listening_child import listening_child
 from tests.support.pgcluster import APP_DB, PgServer
 from tests.support.proxy import SCRAM_PASSWORD, SCRAM_USER
-from tests.support.toml_config import REPO_ROOT
-from tests.support.toml_config import SUBPROCESS_ENV as ENV
 
 Relay = tuple[asyncio.subprocess.Process, int]
 
@@ -24,22 +21,10 @@ Relay = tuple[asyncio.subprocess.Process, int]
 @pytest.fixture
 async def relay(pg: PgServer) -> AsyncIterator[Relay]:
     """``python -m bench.relay`` in front of the test PostgreSQL; yields the process and port."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.relay", "--listen-port", "0",
-        "--pg-host", pg.host, "--pg-port", str(pg.port),
-        cwd=REPO_ROOT, env=ENV,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
-        found = re.search(r"listening on [\d.]+:(\d+)", line)
-        assert found is not None, line
-        yield proc, int(found.group(1))
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    async with listening_child(
+        "-m", "bench.relay", "--listen-port", "0", "--pg-host", pg.host, "--pg-port", str(pg.port)
+    ) as (proc, port):  # fmt: skip
+        yield proc, port
 
 
 async def _connect(port: int) -> asyncpg.Connection:

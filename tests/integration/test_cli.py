@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.support.listening_child import listening_child
 from tests.support.pgcluster import APP_DB, PgServer
 from tests.support.proxy import SCRAM_PASSWORD, SCRAM_USER
 from tests.support.toml_config import REPO_ROOT, config_text, pool_text
@@ -69,21 +69,8 @@ async def served(
     """``python -m pyproxy serve`` running; yields the process and its client port."""
     path = tmp_path / "serve.toml"
     path.write_text(cli_config(pg))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pyproxy", "serve", "-c", str(path),
-        cwd=REPO_ROOT, env=ENV,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
-        found = re.search(r"listening on [\d.]+:(\d+)", line)
-        assert found is not None, line
-        yield proc, int(found.group(1))
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    async with listening_child("-m", "pyproxy", "serve", "-c", str(path)) as (proc, port):
+        yield proc, port
 
 
 async def test_serve_serves_logs_to_stderr_and_exits_0_on_sigterm(

@@ -28,17 +28,6 @@ from tests.support.wire import query, typed
 
 
 @pytest.fixture(scope="module")
-async def proxy1(pg: PgServer) -> AsyncIterator[RunningProxy]:
-    """One server, so every client shares it; trust auth for the raw clients."""
-    async with running_proxy(
-        pg,
-        [pool_entry(size=1, max_prepared_statements=2)],
-        proxy={"auth_type": "trust"},
-    ) as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
 async def proxy2(pg: PgServer) -> AsyncIterator[RunningProxy]:
     async with running_proxy(pg, [pool_entry(size=2)], proxy={"auth_type": "trust"}) as proxy:
         yield proxy

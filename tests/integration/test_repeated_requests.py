@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 
 from tests.support.extended import (
     Reply,
@@ -21,20 +18,9 @@ from tests.support.extended import (
     sync,
 )
 from tests.support.pgcluster import PgServer
-from tests.support.proxy import RunningProxy, pool_entry, running_proxy
+from tests.support.proxy import RunningProxy
 from tests.support.side_by_side import Opener, both, opener
 from tests.support.wire import typed
-
-
-@pytest.fixture(scope="module")
-async def proxy1(pg: PgServer) -> AsyncIterator[RunningProxy]:
-    """One server shared by every client; at most two prepared statements on it."""
-    async with running_proxy(
-        pg,
-        [pool_entry(size=1, max_prepared_statements=2)],
-        proxy={"auth_type": "trust"},
-    ) as proxy:
-        yield proxy
 
 
 def unnamed(sql: str, value: str | None, *, with_describe: bool = True) -> bytes:
