@@ -24,6 +24,7 @@ from pyproxy.net.copyflow import (
     is_copy_leftover,
 )
 from pyproxy.net.requests import forward_slow
+from pyproxy.net.server import SYNC as SERVER_SYNC
 from pyproxy.pool import params as P
 from pyproxy.pool.session_state import needs_analysis, parse_needs_analysis
 from pyproxy.pool.sqlscan import first_keywords
@@ -44,7 +45,11 @@ _ids = iter(range(1, 1 << 62))
 LARGE_MESSAGE = 64 * 1024  # incomplete messages above this size are collected without copies
 WAIT_BUFFER = 256 * 1024  # bytes a queued client may send before pyproxy stops reading it
 _TERMINATE_MSG = b"X\x00\x00\x00\x04"
-MAX_GREETINGS = 64  # login greetings remembered per pool (one per set of startup parameters)
+MAX_GREETINGS = 64
+# A request whose server died without answering is sent again only if it was this recent:
+# a long-running statement whose backend was terminated may have been ended on purpose.
+RETRY_WINDOW = 1.0
+MAX_RETRIES = 3  # login greetings remembered per pool (one per set of startup parameters)
 
 # What the forward path does per client message type (0: just forward, e.g. CopyData, Flush).
 (
@@ -58,7 +63,10 @@ MAX_GREETINGS = 64  # login greetings remembered per pool (one per set of startu
     _FUNCTION_CALL,
     _COPY_END,
     _TERMINATE,
-) = range(1, 11)
+    _INVALID,
+) = range(1, 12)
+# Message types a frontend may send once logged in (PasswordMessage only during login).
+FRONTEND_TYPES = frozenset(b"BCDEFHPQSXcdf")
 _KIND = bytes(
     {
         81: _QUERY,
@@ -72,7 +80,7 @@ _KIND = bytes(
         99: _COPY_END,  # CopyDone
         102: _COPY_END,  # CopyFail
         88: _TERMINATE,
-    }.get(t, 0)
+    }.get(t, 0 if t in FRONTEND_TYPES else _INVALID)
     for t in range(256)
 )
 
@@ -110,6 +118,9 @@ class ClientConn(asyncio.Protocol):
         "replay",
         "reply_misses",
         "reply_shape",
+        "retries",
+        "retry",
+        "retry_ok",
         "server",
         "session_mode",
         "session_xact_start",
@@ -168,6 +179,12 @@ class ClientConn(asyncio.Protocol):
         self.reply_misses = 0
         self.stmts: dict[bytes, Any] = {}  # client statement name -> shared Statement
         self.replay: dict[str, str] = {}  # SET name = value re-applied on every server
+        # The bytes of a request sent on a server outside a transaction, kept until the first
+        # byte of its answer: if the server dies first, they are sent again on a new server
+        # (``retries`` times at most). Session mode retries only the first request of a link.
+        self.retry: bytes | None = None
+        self.retries = 0
+        self.retry_ok = True
         self.track = False  # rewrite named prepared statements (transaction/statement mode)
         self.inspect = False  # look at queries for session-state statements
 
@@ -195,32 +212,34 @@ class ClientConn(asyncio.Protocol):
         server = self.server
         self.server = None
         if server is not None and not server.closed:
-            self._give_back(server, client_gone=True)
+            self._give_back(server)
 
-    def _give_back(self, server: ServerConn, client_gone: bool = False) -> None:
-        """Return a server to its pool: clean ones at once, dirty ones rolled back or closed."""
+    def _give_back(self, server: ServerConn) -> None:
+        """This client lets go of ``server`` (it left, or is being ended): a server with a
+        query running is cancelled and closed; otherwise it goes through the pool's release
+        path, which rolls back, resets and waits for cancels as needed."""
         pool = server.pool
         if server.held:
             server.held = False
             if pool is not None:
                 pool.held.discard(server)
-        server.unlink()
         if pool is None:
+            server.unlink()
             server.close("no pool")
             return
-        if server.pending > 0 or self.open_ext:
+        if server.pending > 0 or self.open_ext or self._skip:
             # A query is still running: cancel it so the backend does not linger, then close.
+            server.unlink()
             self.proxy.cancel_backend(server)
             server.close("client disconnected with a query in progress")
-        elif server.status != 73:  # in a transaction: roll it back and check it is clean
-            server.rollback_then_release()
-        elif self.session_mode or server.stale:
-            if server.stale:
-                server.close("pool settings changed")
-            else:
-                pool.release_dirty(server, pool.settings.server_reset_query)
-        else:
-            pool.release(server)
+            return
+        if self.session_mode:
+            server.reset_sql = pool.settings.server_reset_query
+        if server.state == SERVER_SYNC:
+            server.client = None  # aligning parameters for us: released when that is done
+            return
+        server.unlink()
+        pool.release(server)
 
     def fatal(self, err: PgError) -> None:
         """Send an error and close (FATAL), or an error and ReadyForQuery (ERROR)."""
@@ -238,8 +257,24 @@ class ClientConn(asyncio.Protocol):
         """End this client from outside (pool deleted, shutdown)."""
         if self.server is not None and not self.server.closed:
             server, self.server = self.server, None
-            self._give_back(server, client_gone=True)
+            self._give_back(server)
         self.fatal(err)
+
+    def violation(self, kind: int) -> None:
+        """A message type no frontend may send now: FATAL 08P01 to this client; a server it
+        holds is closed, since nothing may come back from it to anyone else."""
+        server = self.server
+        if server is not None:
+            self.server = None
+            if server.held and server.pool is not None:
+                server.held = False
+                server.pool.held.discard(server)
+            server.unlink()
+            if server.pending > 0 or self.open_ext:
+                self.proxy.cancel_backend(server)
+            server.close("client protocol violation")
+        log.info("[c%d] invalid frontend message type %d", self.id, kind)
+        self.fatal(ProtocolError(f"invalid frontend message type {kind}"))
 
     def notice_unsafe(self, statement: str, why: str) -> None:
         self.notice(
@@ -279,6 +314,9 @@ class ClientConn(asyncio.Protocol):
                     if not data:
                         return
             else:
+                if data[0] not in FRONTEND_TYPES:
+                    self.violation(data[0])
+                    return
                 pool = self.pool
                 if self.statement_mode and data[0] == 81 and _starts_transaction(data):
                     self._error_ready(PgError(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
@@ -612,8 +650,16 @@ class ClientConn(asyncio.Protocol):
             server.held = False
             self.pool.held.discard(server)  # type: ignore[union-attr]
             self.xact_start = self.query_start = time.monotonic()
+            self.retry = None if self._tail else data
         elif not server.pending:  # a new request, the previous ones answered
             self.query_start = time.monotonic()
+            self.retry = (
+                data
+                if server.status == 73 and self.retry_ok and not self._tail and not self.open_ext
+                else None
+            )
+        elif self.retry is not None:  # more of the request before any reply: not retried
+            self.retry = None
         st = server.transport
         if self._skip or self._tail:
             data = self._continue(data, st)  # type: ignore[arg-type]
@@ -622,6 +668,7 @@ class ClientConn(asyncio.Protocol):
         n = len(data)
         if (
             data[0] == 81
+            and n > 5
             and _unpack_len(data, 1)[0] == n - 1
             and n - 1 <= server.max_packet
             and not (self.inspect and needs_analysis(data, 5, n))
@@ -749,6 +796,9 @@ class ClientConn(asyncio.Protocol):
                 copy_syncs = 0
             elif kind == _TERMINATE:  # the server stays ours to reuse
                 break
+            elif kind == _INVALID:
+                self.violation(data[off])
+                return
             off = end
         if off == n and bind_at >= 0 and kind == _SYNC and executes and not odd:
             misses = self._shape_misses
@@ -892,15 +942,14 @@ class ClientConn(asyncio.Protocol):
             self._discard, self._skip = self._skip, 0
             server.stale |= not complete_cut_copy_data(server, self._discard)
         if server.status != 73:
-            # Statement mode saw BEGIN (or a multi-statement transaction): undo and refuse it.
-            server.rollback_then_release()
+            # Statement mode saw BEGIN (or a multi-statement transaction): the release path
+            # rolls it back; the client is told it was refused.
             self.transport.write(
                 m.error_response(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK) + m.READY_IDLE
             )
-            return
         server.unlink()
-        if server.stale or pool is None:
-            server.close("pool settings changed")
+        if pool is None:
+            server.close("pool gone")
         else:
             pool.release(server, now=now)
 
@@ -911,19 +960,30 @@ class ClientConn(asyncio.Protocol):
 
     # ---- failures ---------------------------------------------------------------------------
 
-    def server_failed(self, err: PgError, retry: bool) -> None:
-        """The linked server died or could not be prepared for us."""
+    def answered(self) -> None:
+        """The first reply byte of the request kept in ``retry`` has come."""
+        self.retry = None
+        self.retries = 0
+        if self.session_mode:
+            self.retry_ok = False
+
+    def server_failed(self, err: PgError, mid_message: bool = False) -> None:
+        """The linked server died or could not be prepared for us (``mid_message``: while
+        part of one of its messages had been relayed, so the client's stream is cut)."""
         server = self.server
         self.server = None
         if self.state == CLOSED:
+            return
+        if self._send_elsewhere(server):
             return
         if self.state == WAITING or server is None:
             self.fatal(PgError(err.sqlstate, err.message, fatal=True, detail=err.detail))
             return
         pending = server.pending
-        if (pending <= 0 and server.status != 73) or self.open_ext or self._tail:
-            # The client believes it is inside a transaction that no longer exists, or waits
-            # for replies to an extended-protocol batch not yet closed by Sync.
+        if (pending <= 0 and server.status != 73) or self.open_ext or self._tail or mid_message:
+            # The client believes it is inside a transaction that no longer exists, waits
+            # for replies to an extended-protocol batch not yet closed by Sync, or got part of
+            # a message whose rest will never come.
             self.fatal(PgError(err.sqlstate, err.message, fatal=True, detail=err.detail))
             return
         self.state = READY
@@ -934,6 +994,47 @@ class ClientConn(asyncio.Protocol):
             out = [m.error_response(err.sqlstate, err.message, detail=err.detail)]
             out.extend([m.READY_IDLE] * pending)
             self.transport.write(b"".join(out))
+
+    def _send_elsewhere(self, server: ServerConn | None) -> bool:
+        """The server died before answering a request that started outside a transaction
+        (see ``retry``), or while it was being prepared for a queued request: send the
+        request on a new server (an idle one may have died with it), at most ``MAX_RETRIES``
+        times and only within ``RETRY_WINDOW`` of its arrival (a long-running statement whose
+        backend was terminated may have been ended on purpose)."""
+        pool = self.pool
+        if self.retries >= MAX_RETRIES or pool is None:
+            return False
+        if self.state == WAITING:
+            if server is not None and not server.closed:
+                return False  # the server refused to be prepared: no use trying another
+            # The server died while being prepared for us: nothing was sent yet.
+            self.retries += 1
+            pool.acquire(self)
+            return True
+        data = self.retry
+        if data is None or time.monotonic() - self.query_start > RETRY_WINDOW:
+            return False
+        self.retry = None
+        self.retries += 1
+        if server is not None:
+            server.stmts.undo_all()  # the client's statement names as before the request
+        self.open_ext = False
+        self._tail = b""
+        self._skip = 0
+        self._copy_syncs = 0
+        self.state = READY
+        log.info("[c%d] server died before answering; request sent again", self.id)
+        if data[:1] == b"X" or not pool.open_for(self):
+            self._request(data)
+            return True
+        self.pending_data.append(data)
+        self.state = WAITING
+        self.wait_since = self.query_start
+        return True
+
+    def wants_server(self) -> bool:
+        """Is this client still waiting for the server the pool opens for it?"""
+        return self.state == WAITING
 
     def on_wait_error(self, err: PgError) -> None:
         """The pool could not give us a server (timeout, server down, cancel, pool deleted)."""

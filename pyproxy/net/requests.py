@@ -21,6 +21,8 @@ from pyproxy.pool.sqlscan import split_statements
 from pyproxy.proto import messages as m
 from pyproxy.proto.framing import length_at
 
+FRONTEND_TYPES = frozenset(b"BCDEFHPQSXcdf")  # what a logged-in frontend may send
+
 if TYPE_CHECKING:
     from pyproxy.net.client import ClientConn
     from pyproxy.net.server import ServerConn
@@ -51,6 +53,11 @@ def forward_slow(client: ClientConn, server: ServerConn, data: bytes, off: int) 
             return
         if end > n:
             break
+        if t not in FRONTEND_TYPES:
+            out.append(data[run:off])
+            st.write(b"".join(out))
+            client.violation(t)
+            return
         if t == 69:  # Execute
             client.open_ext = True
             client._copy_syncs = 0

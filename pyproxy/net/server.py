@@ -33,6 +33,13 @@ _unpack_len = struct.Struct("!I").unpack_from
 # States
 LOGIN, IDLE, LINKED, SYNC, RESET, CHECK, ROLLBACK, CLOSED = range(8)
 _PASSTHROUGH = frozenset(b"Dd")  # types whose partial bodies may be forwarded as they arrive
+_DYING = (b"FATAL", b"PANIC")
+# Reply messages that complete nothing: while a reply holds only these, a FATAL after them
+# means the statement did not complete (ParseComplete, BindComplete, ParameterDescription,
+# RowDescription, NoData, DataRow).
+_NO_ANSWER_YET = frozenset(b"12tTnD")
+_RFQ_LENGTH = b"\x00\x00\x00\x05"
+HOLD_REPLY = 64 * 1024  # bytes of such a reply kept back at most
 
 # What the relay does per message type (0: just forward).
 _RFQ, _PARAM, _PARSE_CLOSE, _ERROR = 1, 2, 3, 4
@@ -90,12 +97,14 @@ class ServerConn(asyncio.Protocol):
         "_after_swallow",
         "_fatal",
         "_framer",
+        "_held",
         "_login",
         "_paused_client",
         "_scram",
         "_skip",
         "_swallow_error",
         "_tail",
+        "cancels",
         "client",
         "closed",
         "created",
@@ -111,6 +120,7 @@ class ServerConn(asyncio.Protocol):
         "pool",
         "ready_at",
         "replayed",
+        "reset_sql",
         "secret",
         "stale",
         "state",
@@ -146,6 +156,8 @@ class ServerConn(asyncio.Protocol):
         self.max_packet = max_packet
         self.stmts = ServerStatements(max(pool.settings.max_prepared_statements, 1))
         self.replayed: dict[str, str] = {}
+        self.reset_sql = ""  # to run before another client may have it (see Pool.release)
+        self.cancels = 0  # cancel requests forwarded for it, not yet closed by PostgreSQL
         self.tracked_keys = tracked
         self.tracked_values: dict[str, str] = {}  # the tracked subset of params
         self._framer: MessageFramer | None = MessageFramer(max_packet)
@@ -154,6 +166,7 @@ class ServerConn(asyncio.Protocol):
         self._tail = b""
         self._skip = 0
         self._fatal: dict[str, str] | None = None
+        self._held = b""  # the start of a reply kept back while it may still be retried
         self._paused_client: ClientConn | None = None
         self._after_swallow: Any = None
         self._swallow_error: dict[str, str] | None = None
@@ -274,14 +287,16 @@ class ServerConn(asyncio.Protocol):
         if error is not None:
             log.warning("[s%d] could not apply session parameters: %s", self.id, error.get("M"))
             if client is not None:
-                client.server_failed(
-                    PgError(error.get("C", "22023"), error.get("M", "?")), retry=False
-                )
+                client.server_failed(PgError(error.get("C", "22023"), error.get("M", "?")))
             self.close("parameter sync failed")
             return
+        if client is None:  # the client left meanwhile
+            self.state = IDLE
+            if self.pool is not None:
+                self.pool.release(self)
+            return
         self.state = LINKED
-        if client is not None:
-            client.server_ready()
+        client.server_ready()
 
     def unlink(self) -> None:
         self.client = None
@@ -294,15 +309,17 @@ class ServerConn(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(m.query(sql))
 
-    def reset(self, query: str) -> None:
+    def clean(self, sql: str) -> None:
+        """Run ``sql`` (ROLLBACK, a reset query) unseen by any client, then back to the pool's
+        release path; a failure, or a transaction still open after it, closes the server."""
         self.client = None
-        self.state = RESET
-        self._swallow(query, self._reset_done)
+        self.state = ROLLBACK if sql == "ROLLBACK" else RESET
+        self._swallow(sql, self._cleaned)
 
-    def _reset_done(self, error: dict[str, str] | None) -> None:
+    def _cleaned(self, error: dict[str, str] | None) -> None:
         self.state = IDLE
         if error is not None or self.status != 73:
-            self.close("reset query failed")
+            self.close(f"{'rollback' if self.status != 73 else 'reset'} failed")
             return
         if self.pool is not None:
             self.pool.release(self)
@@ -310,12 +327,7 @@ class ServerConn(asyncio.Protocol):
     def check(self) -> None:
         """Health check before reuse of a long-idle server: an empty query."""
         self.state = CHECK
-        self._swallow("", self._reset_done)
-
-    def rollback_then_release(self) -> None:
-        self.client = None
-        self.state = ROLLBACK
-        self._swallow("ROLLBACK", self._reset_done)
+        self._swallow("", self._cleaned)
 
     # ---- data from PostgreSQL ---------------------------------------------------------------
 
@@ -395,6 +407,10 @@ class ServerConn(asyncio.Protocol):
             return
         client = self.client
         assert client is not None
+        if client.retry is not None:
+            data = self._first_reply(client, data)
+            if not data:
+                return
         ct = client.transport
         if self._skip or self._tail:
             data = self._continue(data, ct)
@@ -497,6 +513,46 @@ class ServerConn(asyncio.Protocol):
         if start < off:
             ct.write(data if start == 0 and off == n else data[start:off])
 
+    def _first_reply(self, client: ClientConn, data: bytes) -> bytes:
+        """The first bytes answering a request the client may send again elsewhere (see
+        ``ClientConn.retry``); returns what to relay now.
+
+        Until the reply holds more than statement descriptions and rows (a command's
+        completion, an error, a notice, a parameter change, COPY), the server may still die
+        with nothing done: a FATAL then means the statement did not complete, so its bytes
+        are dropped, the connection is closed and ``connection_lost`` lets the client send
+        the request again. Such a reply is kept back (up to ``HOLD_REPLY`` bytes) until it
+        goes further; a read that ends with ReadyForQuery cannot hold a FATAL and goes at once.
+        """
+        held = self._held
+        if held:
+            data = held + data
+            self._held = b""
+        n = len(data)
+        if n >= 6 and data[n - 6] == 90 and data[n - 5 : n - 1] == _RFQ_LENGTH:
+            client.answered()
+            return data
+        off = 0
+        while n - off >= 5:
+            kind = data[off]
+            if kind in _NO_ANSWER_YET:
+                off += 1 + length_at(data, off)[0]
+                continue
+            if kind == 69 and n - off >= 11 and data[off + 6 : off + 11] in _DYING:
+                end = off + 1 + length_at(data, off)[0]
+                self._fatal = m.parse_fields(data[off + 5 : end]) if end <= n else None
+                self._close_transport()
+                return b""
+            break
+        else:
+            # Descriptions and rows so far (maybe cut): wait for more, unless the client has
+            # not ended its request with Sync (it may wait for these before sending more).
+            if n <= HOLD_REPLY and not client.open_ext:
+                self._held = data
+                return b""
+        client.answered()
+        return data
+
     def _ready(self, client: ClientConn, status: int) -> bool:
         """Note a ReadyForQuery with ``status``; is the transaction over, so that the server
         goes back to the pool (every request answered, the pool mode releases here)?"""
@@ -556,7 +612,7 @@ class ServerConn(asyncio.Protocol):
             if pool is not None:
                 pool.held.discard(self)
         if pool is not None:
-            pool.discard(self)
+            pool.forget(self)
         if client is not None:
             fatal = self._fatal or {}
             err = PgError(
@@ -564,7 +620,9 @@ class ServerConn(asyncio.Protocol):
                 fatal.get("M", "server connection closed unexpectedly"),
                 detail="pyproxy dropped the server connection; the next statement gets a new one",
             )
-            client.server_failed(err, retry=False)
+            client.server_failed(err, mid_message=self._skip > 0)
+        if pool is not None:
+            pool.grow()  # after the client, which may have taken the dead server's place
         then, self._after_swallow = self._after_swallow, None
         if then is not None and not was_login:
             then({"C": CONNECTION_FAILURE, "M": "server connection lost"})
@@ -610,7 +668,11 @@ async def open_server(
                 cluster.host,
                 cluster.port,
             )
-            return await proto.wait_login()
+            try:
+                return await proto.wait_login()
+            except BaseException:
+                proto.close("login abandoned")  # timed out or cancelled: no half-open backend
+                raise
     except TimeoutError:
         raise PgError(
             SQLCLIENT_UNABLE_TO_ESTABLISH,

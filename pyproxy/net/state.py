@@ -18,6 +18,7 @@ from pyproxy.net.server import ServerConn, send_cancel
 from pyproxy.net.timeouts import check_client
 from pyproxy.pool import params as P
 from pyproxy.pool.prepared import StatementRegistry
+from pyproxy.proto.messages import cancel_request
 
 if TYPE_CHECKING:
     from pyproxy.net.client import ClientConn
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyproxy.cancel")
 _MOCK_CACHE = 1024
+CANCEL_TIMEOUT = 10.0  # seconds for PostgreSQL to take a forwarded cancel and close its connection
 
 
 class ProxyState:
@@ -134,7 +136,13 @@ class ProxyState:
                 return key
 
     def handle_cancel(self, pid: int, secret: int) -> None:
-        """A CancelRequest with a key pyproxy handed out: cancel that client's query only."""
+        """A CancelRequest with a key pyproxy handed out: cancel that client's query only.
+
+        The server is counted as being cancelled (``ServerConn.cancels``) from here until
+        PostgreSQL has closed the cancel connection: PostgreSQL signals the backend before it
+        closes it, so until then the cancel may still land, and the pool keeps the server away
+        from every other client (``Pool.release``).
+        """
         client = self.cancel_keys.get((pid, secret))
         if client is None:
             log.info("cancel request with an unknown key ignored")
@@ -146,31 +154,44 @@ class ProxyState:
             pool.cancel_waiter(client)
             return
         server = client.server
-        if server is None or server.pending <= 0:
+        if server is None or server.closed or (server.pending <= 0 and not client.open_ext):
             log.info("[c%d] cancel request for an idle client ignored", client.id)
             return
+        server.cancels += 1
         self.spawn(self._forward_cancel(client, server, server.link_gen))
 
     async def _forward_cancel(self, client: ClientConn, server: ServerConn, gen: int) -> None:
-        pool = server.pool
-        if pool is None:
-            return
-        cluster = pool.cluster
+        landed = True  # False: sent, but PostgreSQL was not seen closing the connection
         try:
-            _, writer = await asyncio.open_connection(cluster.host, cluster.port)
-        except OSError as exc:
-            log.warning("cancel: cannot reach server: %s", exc)
-            return
-        try:
-            # The query may have finished and the server moved on while we connected:
-            # forward only if the same client still holds the same link with work running.
-            if client.server is server and server.link_gen == gen and server.pending > 0:
-                from pyproxy.proto.messages import cancel_request
-
-                writer.write(cancel_request(server.pid, server.secret))
-                await writer.drain()
+            pool = server.pool
+            if pool is None:
+                return
+            host, port = pool.cluster.host, pool.cluster.port
+            async with asyncio.timeout(CANCEL_TIMEOUT):
+                reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    # The query may have finished while we connected: send only if the same
+                    # client still holds the same link with work running.
+                    if (
+                        client.server is server
+                        and server.link_gen == gen
+                        and (server.pending > 0 or client.open_ext)
+                    ):
+                        writer.write(cancel_request(server.pid, server.secret))
+                        landed = False
+                        while await reader.read(256):
+                            pass
+                        landed = True
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError) as exc:
+            log.warning("[c%d] cancel request for s%d failed: %s", client.id, server.id, exc)
         finally:
-            writer.close()
+            server.cancels -= 1
+            if not landed:
+                server.close("cancel request not confirmed by the server")
+            elif not server.cancels and server.pool is not None:
+                server.pool.cancel_landed(server)
 
     def cancel_backend(self, server: ServerConn) -> None:
         """Cancel whatever a server is running (its client left); fire and forget."""

@@ -176,6 +176,7 @@ class PoolManager:
             "cl_total": 0,
             "sv_active": 0,
             "sv_idle": 0,
+            "sv_being_canceled": 0,
             "sv_login": 0,
             "sv_total": 0,
         }

@@ -31,10 +31,15 @@ class ServerLink(Protocol):
     created: float
     idle_since: float
     closed: bool
+    stale: bool
+    status: int  # the last ReadyForQuery status: IDLE_STATUS outside a transaction
+    cancels: int  # cancel requests forwarded for it whose connection PostgreSQL has not closed
+    reset_sql: str  # what must run on it before another client may have it ("" = nothing)
 
     def close(self, reason: str = "") -> None: ...
 
-    def reset(self, query: str) -> None: ...
+    def clean(self, sql: str) -> None:
+        """Run ``sql`` unseen by any client, then ``release`` again (or close on failure)."""
 
     def check(self) -> None: ...
 
@@ -54,6 +59,8 @@ class Waiter(Protocol):
 
 Connector = Callable[["Pool"], Awaitable[Any]]
 
+IDLE_STATUS = 73  # ReadyForQuery status "I": not inside a transaction block
+
 # A client keeps its server between transactions for at most this long while nobody waits.
 HOLD_IDLE = 0.25
 
@@ -66,7 +73,13 @@ class Pool:
 
     A server is in exactly one place: ``idle`` (deque, used LIFO), ``active`` (linked to a client
     or running a reset/check) or counted in ``connecting``. Clients wanting a server while none is
-    idle wait in ``waiters`` and are served first come, first served.
+    idle wait in ``waiters`` and are served first come, first served. Subsets of ``active``:
+    ``checking`` (health check), ``held`` (kept by its client between transactions) and
+    ``canceling`` (back from its client, waiting until PostgreSQL has closed every cancel
+    connection forwarded for it, so that a late cancel cannot hit the next client).
+
+    Every server coming back from a client goes through ``release``, which decides what must
+    happen before another client may have it.
     """
 
     def __init__(
@@ -113,6 +126,7 @@ class Pool:
         self.wait_counts = [0] * (len(WAIT_BOUNDS) + 1)  # histogram of queue waits
         self.checking: set[Any] = set()  # active servers running the health check
         self.held: set[Any] = set()  # active servers kept by their client between transactions
+        self.canceling: set[Any] = set()  # active servers waiting for their cancels to land
         self._last_lifetime_close = 0.0
         self._restate()
 
@@ -300,6 +314,44 @@ class Pool:
         server.idle_since = time.monotonic()
         self.release(server, fresh=True)
 
+    def open_for(self, client: Any) -> bool:
+        """Open a new server for ``client`` alone (its request is sent again after its server
+        died: an idle server may have died with it). False when the pool has no room for
+        one more; the client then asks through ``acquire``."""
+        if self.paused or self.deleted or self.total >= self.cfg.size:
+            return False
+        self.connecting += 1
+        task = asyncio.get_running_loop().create_task(self._connect_for(client))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
+
+    async def _connect_for(self, client: Any) -> None:
+        try:
+            server = await self.connector(self)
+        except PgError as exc:
+            self.connecting -= 1
+            client.on_wait_error(exc)
+            self._grow()
+            return
+        except Exception as exc:
+            self.connecting -= 1
+            client.on_wait_error(
+                PgError(CONNECTION_FAILURE, f"server connection failed: {exc}", fatal=True)
+            )
+            self._grow()
+            return
+        self.connecting -= 1
+        if self.deleted:
+            server.close("pool deleted")
+            return
+        server.idle_since = time.monotonic()
+        if client.wants_server():
+            self.active.add(server)
+            client.on_server(server)
+        else:
+            self.release(server, fresh=True)
+
     def _connect_failed(self, exc: PgError) -> None:
         log.warning("pool %s: server login failed: %s", self.name, exc.message)
         self.last_error = exc
@@ -335,14 +387,35 @@ class Pool:
     # ---- giving a server back ---------------------------------------------------------------
 
     def release(self, server: Any, fresh: bool = False, now: float = 0.0) -> None:
-        """A clean server (idle in PostgreSQL, nothing pending) comes back."""
+        """A server comes back from its client (nothing of its reply still to come): the one
+        path back into the pool. In this order: a closed one is forgotten, a stale one closed;
+        one with cancels in flight waits in ``canceling`` (``cancel_landed`` brings it back);
+        one inside a transaction is rolled back and one with ``reset_sql`` (session mode's
+        ``server_reset_query``, a client's session state) is reset, each step calling
+        ``release`` again when done; then it is closed (pool shrunk or deleted, lifetime over),
+        handed to the head of the queue or put with the idle servers."""
         active = self.active
+        if server.closed:
+            active.discard(server)
+            self.checking.discard(server)
+            self._grow()
+            return
+        if server.stale:
+            server.close("pool settings changed")
+            return
+        if server.cancels:
+            self.canceling.add(server)
+            return
+        if server.status != IDLE_STATUS:
+            server.clean("ROLLBACK")
+            return
+        if server.reset_sql:
+            sql, server.reset_sql = server.reset_sql, ""
+            server.clean(sql)
+            return
         active.discard(server)
         if self.checking:
             self.checking.discard(server)
-        if server.closed:
-            self._grow()
-            return
         now = now or time.monotonic()
         # Over the limit (the pool shrank, or a reserve server is no longer needed): close it.
         if self.deleted or (
@@ -367,9 +440,17 @@ class Pool:
         else needing it now?"""
         return (
             self.steady
+            and not server.cancels
             and server.ready_at - server.created < self.max_age
             and (self.within or self._fits())
         )
+
+    def cancel_landed(self, server: Any) -> None:
+        """PostgreSQL closed the last cancel connection forwarded for ``server``: if it came
+        back meanwhile, it may go to another client now."""
+        if server in self.canceling and not server.cancels:
+            self.canceling.discard(server)
+            self.release(server)
 
     def _take_held(self) -> Any:
         """Take a kept server back from the client keeping it (that client is between
@@ -404,6 +485,7 @@ class Pool:
             self.steady
             and self.waiters
             and not server.closed
+            and not server.cancels
             and now - server.created < self.max_age
             and (self.within or self._fits())
         ):
@@ -457,21 +539,23 @@ class Pool:
         self._last_lifetime_close = now
         return True
 
-    def release_dirty(self, server: Any, reset_query: str) -> None:
-        """Session-mode release: run the reset query, then ``release`` (server calls back)."""
-        if reset_query and not server.closed:
-            server.reset(reset_query)
-        else:
-            self.release(server)
-
     def discard(self, server: Any) -> None:
         """A server closed or died: forget it and open another if clients wait."""
+        self.forget(server)
+        self._grow()
+
+    def grow(self) -> None:
+        """Open servers for the clients waiting, if the pool has room."""
+        self._grow()
+
+    def forget(self, server: Any) -> None:
+        """A server closed or died: out of every container."""
         self.active.discard(server)
         self.checking.discard(server)
         self.held.discard(server)
+        self.canceling.discard(server)
         with contextlib.suppress(ValueError):
             self.idle.remove(server)
-        self._grow()
 
     # ---- maintenance ------------------------------------------------------------------------
 
@@ -566,6 +650,7 @@ class Pool:
         self.idle.clear()
         self.active.clear()
         self.held.clear()
+        self.canceling.clear()
         for task in list(self.tasks):
             task.cancel()
 
@@ -577,8 +662,9 @@ class Pool:
             "cl_active": linked,
             "cl_waiting": len(self.waiters),
             "cl_total": len(self.clients),
-            "sv_active": len(self.active),
+            "sv_active": len(self.active) - len(self.canceling),
             "sv_idle": len(self.idle),
+            "sv_being_canceled": len(self.canceling),
             "sv_login": self.connecting,
             "sv_total": self.total,
         }

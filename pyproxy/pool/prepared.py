@@ -152,6 +152,18 @@ class ServerStatements:
                 if b_link == link and b_seg == seg:
                     stmt.retired = True
 
+    def undo_all(self) -> None:
+        """The server died with these entries unanswered: undo what they promised the client
+        (its statement map as before the requests), newest first."""
+        for entry in reversed(self.queue):
+            if len(entry) > 3 and entry[3] is not None:
+                names, key, previous = entry[3]
+                if previous is None:
+                    names.pop(key, None)
+                else:
+                    names[key] = previous
+        self.queue.clear()
+
     def forget_all(self) -> None:
         """A client ran DEALLOCATE ALL / DISCARD ALL: nothing is known to be prepared any more."""
         self.unsure.update(self.prepared)
