@@ -13,11 +13,17 @@ import psycopg
 import pytest
 
 from tests.integration.conftest import MakeProxy
-from tests.integration.test_server_failures import wait_for_query
 from tests.support.extended import ExtendedClient, kinds
 from tests.support.faultproxy import FaultProxy
 from tests.support.pgcluster import APP_DB, PgServer
-from tests.support.proxy import SCRAM_PASSWORD, SCRAM_USER, TRUST_USER, RunningProxy, pool_entry
+from tests.support.proxy import (
+    SCRAM_PASSWORD,
+    SCRAM_USER,
+    TRUST_USER,
+    RunningProxy,
+    pool_entry,
+    wait_for_query,
+)
 
 SPLIT_HEADER_BUG = pytest.mark.xfail(
     strict=True,
