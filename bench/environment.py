@@ -54,8 +54,10 @@ def environment(
     log: Callable[[str], None],
     pyproxy_args: tuple[str, ...] = (),
     with_pgbouncer: bool = True,
+    with_relay: bool = True,
 ) -> Iterator[Environment]:
-    """PostgreSQL with pgbench data at `scale`, pyproxy, (when installed) PgBouncer and the relay.
+    """PostgreSQL with pgbench data at `scale`, pyproxy, (when installed and asked for)
+    PgBouncer and (when asked for) the relay.
 
     A proxy or the relay that fails to start is recorded in `errors`; the others still run.
     """
@@ -89,11 +91,12 @@ def environment(
             target = _start(env, stack, "pgbouncer", bouncer, log)
             if target is not None:
                 log(f"PgBouncer on port {target.port} (pid {target.pid})")
-        relay = RelayProcess(workdir, pg.host, pg.port, user, password, BENCH_DB)
-        target = _start(env, stack, "relay", relay, log)
-        if target is not None:
-            env.relay_event_loop = _event_loop(target)
-            log(f"bare relay on port {target.port} (pid {target.pid}, {env.relay_event_loop})")
+        if with_relay:
+            relay = RelayProcess(workdir, pg.host, pg.port, user, password, BENCH_DB)
+            target = _start(env, stack, "relay", relay, log)
+            if target is not None:
+                env.relay_event_loop = _event_loop(target)
+                log(f"bare relay on port {target.port} (pid {target.pid}, {env.relay_event_loop})")
         yield env
 
 

@@ -77,9 +77,11 @@ class LoginProtocol(asyncio.Protocol):
             self.done.set_exception(ConnectionError(f"closed during login: {exc}"))
 
 
-async def _open_clients(
+async def open_clients(
     host: str, port: int, user: str, dbname: str, count: int, concurrency: int
 ) -> tuple[list[asyncio.BaseTransport], list[str]]:
+    """Log ``count`` clients in (``concurrency`` at a time) and leave them idle: the open
+    transports and the reasons of the logins that failed."""
     loop = asyncio.get_running_loop()
     startup = startup_message(user, dbname)
     gate = asyncio.Semaphore(concurrency)
@@ -129,7 +131,7 @@ async def _measure(
     await asyncio.sleep(SETTLE_SECONDS)
     before = process_rss_bytes(pid)
     started = time.monotonic()
-    transports, errors = await _open_clients(host, port, user, dbname, count, concurrency)
+    transports, errors = await open_clients(host, port, user, dbname, count, concurrency)
     login_seconds = time.monotonic() - started
     await asyncio.sleep(SETTLE_SECONDS)
     after = process_rss_bytes(pid)

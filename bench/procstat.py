@@ -1,4 +1,4 @@
-"""Process and machine counters read from /proc: CPU seconds and resident memory."""
+"""Process and machine counters read from /proc: CPU seconds, resident memory, open files."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def process_rss_bytes(pid: int) -> int:
     if match is None:
         raise RuntimeError(f"no VmRSS for pid {pid}")
     return int(match.group(1)) * 1024
+
+
+def process_open_fds(pid: int) -> int:
+    """How many file descriptors process `pid` has open (entries of /proc/<pid>/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def machine_busy_seconds() -> float:

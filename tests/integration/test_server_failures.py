@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import asyncpg
@@ -18,22 +17,8 @@ from tests.support.proxy import (
     backends,
     pool_entry,
     wait_backends,
+    wait_for_query,
 )
-
-
-async def wait_for_query(admin: asyncpg.Connection, marker: str, timeout: float = 2.0) -> int:
-    """The pid of the backend running a statement containing ``marker``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid = await admin.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 "
-            "AND pid <> pg_backend_pid()",
-            f"%{marker}%",
-        )
-        if pid is not None:
-            return int(pid)
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"no backend is running the query marked {marker}")
 
 
 @pytest.mark.parametrize("mode", MODES)

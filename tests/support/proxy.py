@@ -204,3 +204,18 @@ async def wait_backends(
 async def superuser_conn(pg: PgServer) -> asyncpg.Connection:
     """A direct superuser connection to the test database (watch or kill backends)."""
     return await asyncpg.connect(pg.dsn(SUPERUSER, SUPERUSER_PASSWORD, APP_DB))
+
+
+async def wait_for_query(admin: asyncpg.Connection, marker: str, timeout: float = 2.0) -> int:
+    """The pid of the backend running a statement containing ``marker``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 "
+            "AND pid <> pg_backend_pid()",
+            f"%{marker}%",
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no backend is running the query marked {marker}")
