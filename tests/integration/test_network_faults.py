@@ -25,13 +25,6 @@ from tests.support.proxy import (
     wait_for_query,
 )
 
-SPLIT_HEADER_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="pyproxy drops the connection when a Query's first segment holds 1-4 bytes (the "
-    "split header bug, fixed in the isolation work)",
-)
-
-
 @pytest.fixture
 async def proxy(make_proxy: MakeProxy) -> RunningProxy:
     return await make_proxy([pool_entry(size=2)], proxy={"auth_type": "scram-sha-256"})
@@ -98,7 +91,6 @@ async def test_asyncpg_logs_in_and_runs_extended_queries_with_every_byte_its_own
     assert front.counters.segments["to_server"] == front.counters.bytes["to_server"]
 
 
-@SPLIT_HEADER_BUG
 async def test_asyncpg_simple_queries_with_every_byte_its_own_segment(front: FaultProxy) -> None:
     front.split("to_server", 1)
     conn = await asyncpg_via(front)
@@ -108,7 +100,6 @@ async def test_asyncpg_simple_queries_with_every_byte_its_own_segment(front: Fau
         conn.terminate()
 
 
-@SPLIT_HEADER_BUG
 async def test_simple_queries_with_every_client_byte_its_own_segment(
     make_proxy: MakeProxy,
 ) -> None:
@@ -122,7 +113,6 @@ async def test_simple_queries_with_every_client_byte_its_own_segment(
             await client.wire.close()
 
 
-@SPLIT_HEADER_BUG
 async def test_psycopg_works_with_every_client_byte_its_own_segment(front: FaultProxy) -> None:
     front.split("to_server", 1)
     dsn = (
@@ -231,12 +221,6 @@ async def test_server_connection_reset_under_a_query_gives_an_error_with_a_sqlst
         await conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyproxy writes its ErrorResponse after the part of a server message it already "
-    "relayed when the server connection is lost mid-message, so the client reads it as the "
-    "rest of that message and waits for ever (it should close the client connection)",
-)
 async def test_server_connection_lost_in_the_middle_of_a_message_ends_the_client_not_a_hang(
     make_proxy: MakeProxy, back: FaultProxy
 ) -> None:
