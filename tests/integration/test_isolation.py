@@ -197,9 +197,7 @@ async def _assert_clean_session(conn: psycopg.AsyncConnection) -> None:
 async def test_session_mode_client_leaving_inside_a_transaction_leaves_no_state(
     make_proxy: MakeProxy, ending: str
 ) -> None:
-    proxy = await make_proxy(
-        [pool_entry(mode="session", size=1, idle_transaction_timeout=0.3)]
-    )
+    proxy = await make_proxy([pool_entry(mode="session", size=1, idle_transaction_timeout=0.3)])
     for _ in range(3):
         first = await psycopg.AsyncConnection.connect(proxy.dsn(), autocommit=True)
         cur = await first.execute("SELECT pg_backend_pid()")

@@ -25,6 +25,7 @@ from tests.support.proxy import (
     wait_for_query,
 )
 
+
 @pytest.fixture
 async def proxy(make_proxy: MakeProxy) -> RunningProxy:
     return await make_proxy([pool_entry(size=2)], proxy={"auth_type": "scram-sha-256"})
