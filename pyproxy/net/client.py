@@ -51,7 +51,7 @@ MAX_GREETINGS = 64
 RETRY_WINDOW = 1.0
 MAX_RETRIES = 3  # login greetings remembered per pool (one per set of startup parameters)
 
-# What the forward path does per client message type (0: just forward, e.g. CopyData, Flush).
+# What the forward path does per client message type (0: just forward, e.g. CopyData).
 (
     _QUERY,
     _SYNC,
@@ -64,7 +64,8 @@ MAX_RETRIES = 3  # login greetings remembered per pool (one per set of startup p
     _COPY_END,
     _TERMINATE,
     _INVALID,
-) = range(1, 12)
+    _FLUSH,
+) = range(1, 13)
 # Message types a frontend may send once logged in (PasswordMessage only during login).
 FRONTEND_TYPES = frozenset(b"BCDEFHPQSXcdf")
 _KIND = bytes(
@@ -80,6 +81,7 @@ _KIND = bytes(
         99: _COPY_END,  # CopyDone
         102: _COPY_END,  # CopyFail
         88: _TERMINATE,
+        72: _FLUSH,
     }.get(t, 0 if t in FRONTEND_TYPES else _INVALID)
     for t in range(256)
 )
@@ -789,13 +791,19 @@ class ClientConn(asyncio.Protocol):
                 pending += 1
                 seg += 1
             elif kind == _COPY_END:
-                # PostgreSQL ignored the Syncs sent after the Execute that started this COPY.
+                # PostgreSQL ignored the Syncs sent after the Execute that started the COPY
+                # IN it announced; without one, it ignores this CopyDone/CopyFail instead.
                 odd = True
-                pending -= copy_syncs
-                seg -= copy_syncs
+                if server.copy_in == server.stmts.recv_seg + 1:
+                    pending -= copy_syncs
+                    seg -= copy_syncs
+                server.copy_in = 0
                 copy_syncs = 0
             elif kind == _TERMINATE:  # the server stays ours to reuse
                 break
+            elif kind == _FLUSH and ln != 4:
+                # PostgreSQL refuses a Flush with a body, then skips messages up to a Sync.
+                open_ext = True
             elif kind == _INVALID:
                 self.violation(data[off])
                 return

@@ -116,12 +116,16 @@ def _message(
         out.append(data[off:end])
         return
     if t == 99 or t == 102:  # CopyDone, CopyFail: Syncs sent during COPY IN were ignored
-        server.pending -= client._copy_syncs
-        sts.sent_seg -= client._copy_syncs
+        if server.copy_in == sts.recv_seg + 1:
+            server.pending -= client._copy_syncs
+            sts.sent_seg -= client._copy_syncs
+        server.copy_in = 0
         client._copy_syncs = 0
         out.append(data[off:end])
         return
-    if t in (80, 66, 68, 67):
+    if t in (80, 66, 68, 67) or (t == 72 and end - off != 5):
+        # Extended-protocol messages: an error in one (also in a Flush with a body) makes
+        # PostgreSQL skip messages up to a Sync.
         client.open_ext = True
     if t == 80:  # Parse
         _parse(client, server, data[off + 5 : end], data[off:end], out)

@@ -42,9 +42,9 @@ _RFQ_LENGTH = b"\x00\x00\x00\x05"
 HOLD_REPLY = 64 * 1024  # bytes of such a reply kept back at most
 
 # What the relay does per message type (0: just forward).
-_RFQ, _PARAM, _PARSE_CLOSE, _ERROR = 1, 2, 3, 4
+_RFQ, _PARAM, _PARSE_CLOSE, _ERROR, _COPY_IN = 1, 2, 3, 4, 5
 _KIND = bytes(
-    {90: _RFQ, 83: _PARAM, 49: _PARSE_CLOSE, 51: _PARSE_CLOSE, 69: _ERROR}.get(t, 0)
+    {90: _RFQ, 83: _PARAM, 49: _PARSE_CLOSE, 51: _PARSE_CLOSE, 69: _ERROR, 71: _COPY_IN}.get(t, 0)
     for t in range(256)
 )
 
@@ -107,6 +107,7 @@ class ServerConn(asyncio.Protocol):
         "cancels",
         "client",
         "closed",
+        "copy_in",
         "created",
         "held",
         "id",
@@ -158,6 +159,10 @@ class ServerConn(asyncio.Protocol):
         self.replayed: dict[str, str] = {}
         self.reset_sql = ""  # to run before another client may have it (see Pool.release)
         self.cancels = 0  # cancel requests forwarded for it, not yet closed by PostgreSQL
+        # 1 + the ReadyForQuery count when it announced COPY IN (CopyInResponse), 0 when
+        # the client has ended it: only a CopyDone/CopyFail ending a COPY IN announced since
+        # the last ReadyForQuery makes the Syncs the client sent during the COPY void.
+        self.copy_in = 0
         self.tracked_keys = tracked
         self.tracked_values: dict[str, str] = {}  # the tracked subset of params
         self._framer: MessageFramer | None = MessageFramer(max_packet)
@@ -487,6 +492,9 @@ class ServerConn(asyncio.Protocol):
                         if action == AS_PARSE:
                             ct.write(PARSE_COMPLETE)
                         start = end
+                off = end
+            elif kind == _COPY_IN:
+                self.copy_in = self.stmts.recv_seg + 1
                 off = end
             else:  # ErrorResponse: a FATAL is held back until the connection drops
                 self.stmts.error(data, off + 5, end, self.link_gen)

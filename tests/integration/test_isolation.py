@@ -404,3 +404,40 @@ async def test_a_server_killed_while_kept_between_transactions_is_replaced_silen
     finally:
         await admin.close()
         await conn.close()
+
+
+# ---- accounting that a hostile client could fool (found by tests/integration/test_hostile_*) ----
+
+
+async def test_copy_done_without_a_copy_never_ends_a_transaction_early(
+    make_proxy: MakeProxy,
+) -> None:
+    """PostgreSQL ignores a CopyDone outside COPY; the Syncs before it are answered."""
+    proxy = await make_proxy([pool_entry(size=1)], proxy={"auth_type": "trust"})
+    bystander = await proxy.asyncpg()
+    hostile = await ExtendedClient.connect(proxy.host, proxy.port, TRUST_USER, "testpool")
+    try:
+        for i in range(5):
+            await hostile.send(sync(), sync(), typed("c", b""), query("SELECT pg_sleep(0.05)"))
+            assert await bystander.fetchval("SELECT $1::int", i) == i
+            assert kinds(await hostile.read(ready=3)) == "ZZTDCZ"
+    finally:
+        await hostile.close()
+        await bystander.close()
+
+
+async def test_a_malformed_flush_never_leaves_a_server_waiting_for_sync(
+    make_proxy: MakeProxy,
+) -> None:
+    """A Flush with a body is an error that makes PostgreSQL skip messages until a Sync."""
+    proxy = await make_proxy([pool_entry(size=1)], proxy={"auth_type": "trust"})
+    bystander = await proxy.asyncpg()
+    try:
+        for i in range(5):
+            hostile = await WireClient.open(proxy.host, proxy.port)
+            await hostile.login(TRUST_USER, "testpool")
+            await hostile.send(typed("H", b"xx"))
+            await hostile.close()
+            assert await bystander.fetchval("SELECT $1::int", i) == i
+    finally:
+        await bystander.close()

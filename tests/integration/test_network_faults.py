@@ -208,9 +208,9 @@ async def test_server_connection_reset_under_a_query_gives_an_error_with_a_sqlst
 ) -> None:
     proxy = await behind(make_proxy, back)
     conn = await proxy.asyncpg()
+    marker = uuid.uuid4().hex
     try:
         assert await conn.fetchval("SELECT 1") == 1
-        marker = uuid.uuid4().hex
         sleeper = conn.fetchval(f"SELECT pg_sleep(30) /* {marker} */")
         task = asyncio.ensure_future(error_within(conn, sleeper, 5))
         await wait_for_query(pg_admin, marker)
@@ -220,6 +220,11 @@ async def test_server_connection_reset_under_a_query_gives_an_error_with_a_sqlst
         assert await conn.fetchval("SELECT 2") == 2
     finally:
         await conn.close()
+        # PostgreSQL does not notice the cut while pg_sleep runs: end it for the next tests.
+        await pg_admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE $1",
+            f"%{marker}%",
+        )
 
 
 async def test_server_connection_lost_in_the_middle_of_a_message_ends_the_client_not_a_hang(
