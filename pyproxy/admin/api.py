@@ -95,6 +95,12 @@ class AdminApi:
             resp = error_response(401, "Unable to authenticate you.", req.request_id)
             resp.headers.append(("www-authenticate", 'Bearer realm="pyproxy"'))
             return resp
+        resp = await self._route(req, segments)
+        resp.authenticated = True
+        return resp
+
+    async def _route(self, req: Request, segments: list[str]) -> Response:
+        """Answer an authenticated request for ``/metrics`` or ``/v2/...``."""
         if segments == ["metrics"]:
             return await self._dispatch(req, {"GET": self.metrics}, [])
         args = [unquote(s, errors="replace") for s in segments]

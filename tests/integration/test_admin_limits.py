@@ -1,0 +1,253 @@
+"""The admin listener under slow and hostile clients: deadline, per-address cap, queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from pyproxy.admin.http import HttpLimits
+from tests.support.admin_http import (
+    admin_server,
+    call,
+    connect,
+    error_id,
+    is_open,
+    read_response,
+    request,
+)
+
+PARTIAL = request()[:-2]  # an authenticated request, "Connection: close", without its blank line
+
+
+class SlowClients:
+    """``count`` connections from 127.0.0.1 that each send one header byte per second and never
+    finish their request; one closed by the server is opened again at once."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.open = 0
+        self.most_open = 0
+        self.closed_by_server = 0
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(self._client()) for _ in range(count)]
+
+    async def _client(self) -> None:
+        while not self._stop.is_set():
+            try:
+                reader, writer = await connect(self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            self.open += 1
+            self.most_open = max(self.most_open, self.open)
+            ended = asyncio.ensure_future(reader.read())
+            try:
+                sent = 0
+                while not self._stop.is_set() and not ended.done():
+                    writer.write(PARTIAL[sent : sent + 1] if sent < len(PARTIAL) else b"a")
+                    sent += 1
+                    await asyncio.wait([ended], timeout=1.0)
+            except ConnectionError:
+                pass
+            finally:
+                self.closed_by_server += ended.done()
+                ended.cancel()
+                writer.close()
+                self.open -= 1
+
+    async def close(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def test_calls_succeed_while_200_slow_header_connections_are_open() -> None:
+    """The default limits, attacker and caller on the same address (127.0.0.1)."""
+    async with admin_server() as server:
+        slow = SlowClients(server.port, 200)
+        outcomes: dict[str, int] = {}
+        try:
+            await asyncio.sleep(0.5)
+            end = time.monotonic() + 4.5
+            while time.monotonic() < end:
+                try:
+                    status = str((await call(server.port))[0])
+                except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                    status = type(exc).__name__
+                outcomes[status] = outcomes.get(status, 0) + 1
+                await asyncio.sleep(0.02)
+        finally:
+            await slow.close()
+        assert slow.most_open >= 200
+        assert slow.closed_by_server > 0  # the slow ones did not just sit there
+        calls = sum(outcomes.values())
+        assert calls >= 50, outcomes
+        assert outcomes.get("200", 0) >= 0.99 * calls, outcomes
+
+
+# --- the deadline for connections that have not authenticated -------------------------------
+
+DEADLINE = HttpLimits(unauthenticated_timeout=0.5, header_timeout=30, idle_timeout=30)
+
+
+async def test_a_slow_unauthenticated_request_gets_408_at_the_deadline() -> None:
+    async with admin_server(DEADLINE) as server:
+        reader, writer = await connect(server.port)
+        try:
+            writer.write(PARTIAL)  # header_timeout (30 s) alone would wait much longer
+            status, headers, body = await read_response(reader)
+            assert (status, error_id(headers, body)) == (408, "request_timeout")
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        finally:
+            writer.close()
+
+
+async def test_a_silent_connection_is_closed_at_the_deadline() -> None:
+    async with admin_server(DEADLINE) as server:
+        reader, writer = await connect(server.port)
+        try:
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        finally:
+            writer.close()
+
+
+async def test_an_authenticated_connection_keeps_the_longer_limits() -> None:
+    async with admin_server(DEADLINE) as server:
+        reader, writer = await connect(server.port)
+        try:
+            writer.write(request(close=False))
+            assert (await read_response(reader))[0] == 200
+            await asyncio.sleep(1.0)  # twice the unauthenticated deadline
+            writer.write(request(close=False))
+            assert (await read_response(reader))[0] == 200
+        finally:
+            writer.close()
+
+
+async def test_a_wrong_token_does_not_earn_the_longer_limits() -> None:
+    async with admin_server(DEADLINE) as server:
+        reader, writer = await connect(server.port)
+        try:
+            writer.write(request(token="wrong", close=False))
+            assert (await read_response(reader))[0] == 401
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at the deadline
+        finally:
+            writer.close()
+
+
+# --- the per-address cap ----------------------------------------------------------------------
+
+CAP = HttpLimits(
+    max_unauthenticated_per_address=3, unauthenticated_grace=0.3, unauthenticated_timeout=30
+)
+
+
+@contextlib.asynccontextmanager
+async def partial_requests(
+    port: int, local: str, n: int
+) -> AsyncIterator[list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]:
+    """``n`` connections from ``local``, each with a request that lacks its final blank line."""
+    conns = [await connect(port, local) for _ in range(n)]
+    try:
+        for _, writer in conns:
+            writer.write(PARTIAL)
+        yield conns
+    finally:
+        for _, writer in conns:
+            writer.close()
+
+
+async def test_beyond_the_cap_the_oldest_incomplete_connection_of_that_address_is_closed() -> None:
+    async with (
+        admin_server(CAP) as server,
+        partial_requests(server.port, "127.0.0.2", 3) as mine,
+        partial_requests(server.port, "127.0.0.3", 3) as others,
+    ):
+        await asyncio.sleep(0.4)  # past the grace
+        async with partial_requests(server.port, "127.0.0.2", 1) as newest:
+            status, headers, body = await read_response(mine[0][0])
+            assert (status, error_id(headers, body)) == (503, "service_unavailable")
+            rest = [*mine[1:], *others, *newest]
+            assert all(await asyncio.gather(*(is_open(reader) for reader, _ in rest)))
+
+
+async def test_a_caller_sharing_an_address_with_slow_clients_gets_through() -> None:
+    async with (
+        admin_server(CAP) as server,
+        partial_requests(server.port, "127.0.0.2", 3),
+    ):
+        await asyncio.sleep(0.4)
+        for _ in range(5):
+            assert (await call(server.port, local="127.0.0.2"))[0] == 200
+
+
+async def test_connections_younger_than_the_grace_are_evicted_only_once_it_is_over() -> None:
+    async with admin_server(CAP) as server, partial_requests(server.port, "127.0.0.2", 4) as conns:
+        assert await is_open(conns[0][0], wait=0.1)
+        status, _, _ = await read_response(conns[0][0])  # once 0.3 s have passed
+        assert status == 503
+        assert all(await asyncio.gather(*(is_open(reader) for reader, _ in conns[1:])))
+
+
+# --- the queue for a slot ---------------------------------------------------------------------
+
+ONE_SLOT = HttpLimits(max_connections=1, max_queued=2, queue_timeout=30, unauthenticated_timeout=30)
+
+
+async def test_a_connection_waits_for_a_slot_instead_of_getting_503() -> None:
+    async with admin_server(ONE_SLOT) as server:
+        holder, holder_w = await connect(server.port)
+        waiter, waiter_w = await connect(server.port)
+        try:
+            holder_w.write(PARTIAL)
+            waiter_w.write(request())
+            assert await is_open(waiter, wait=0.3)  # queued: no answer yet
+            holder_w.write(b"\r\n")
+            assert (await read_response(holder))[0] == 200
+            assert (await read_response(waiter))[0] == 200
+        finally:
+            holder_w.close()
+            waiter_w.close()
+
+
+async def test_a_full_queue_is_answered_503() -> None:
+    async with (
+        admin_server(ONE_SLOT) as server,
+        partial_requests(server.port, "127.0.0.2", 3) as held,
+    ):
+        await asyncio.sleep(0.1)
+        status, headers, body = await call(server.port, local="127.0.0.2")
+        assert (status, error_id(headers, body)) == (503, "service_unavailable")
+        assert all(await asyncio.gather(*(is_open(reader) for reader, _ in held)))
+
+
+async def test_a_queued_connection_gets_503_when_its_wait_is_over() -> None:
+    limits = HttpLimits(max_connections=1, queue_timeout=0.3, unauthenticated_timeout=30)
+    async with (
+        admin_server(limits) as server,
+        partial_requests(server.port, "127.0.0.2", 1),
+    ):
+        await asyncio.sleep(0.1)
+        status, headers, body = await call(server.port)
+        assert (status, error_id(headers, body)) == (503, "service_unavailable")
+
+
+async def test_a_full_queue_makes_room_for_another_address_which_is_served_first() -> None:
+    limits = HttpLimits(max_connections=2, max_queued=2, unauthenticated_timeout=30)
+    async with (
+        admin_server(limits) as server,
+        partial_requests(server.port, "127.0.0.2", 4) as conns,  # two hold slots, two wait
+    ):
+        await asyncio.sleep(0.1)
+        reader, writer = await connect(server.port, "127.0.0.1")
+        try:
+            writer.write(request())
+            status, _, _ = await read_response(conns[3][0])  # the newest queued one
+            assert status == 503
+            conns[0][1].write(b"\r\n")  # a slot frees: 127.0.0.1 holds none, 127.0.0.2 one
+            assert (await read_response(conns[0][0]))[0] == 200
+            assert (await read_response(reader))[0] == 200
+            assert await is_open(conns[2][0])  # still waiting, ahead of 127.0.0.1 in time
+        finally:
+            writer.close()
