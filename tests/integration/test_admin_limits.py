@@ -1,16 +1,21 @@
-"""The admin listener under slow and hostile clients: deadline, per-address cap, queue."""
+"""The admin listener under slow and hostile clients: deadline, per-address cap, queue, 429."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 
 from pyproxy.admin.http import HttpLimits
+from pyproxy.app import App
+from pyproxy.auth.throttle import LoginThrottle
 from tests.support.admin_http import (
+    TOKEN,
     admin_server,
     call,
+    config,
     connect,
     error_id,
     is_open,
@@ -251,3 +256,57 @@ async def test_a_full_queue_makes_room_for_another_address_which_is_served_first
             assert await is_open(conns[2][0])  # still waiting, ahead of 127.0.0.1 in time
         finally:
             writer.close()
+
+
+# --- failed-token throttling ------------------------------------------------------------------
+
+
+def throttle() -> LoginThrottle:
+    return LoginThrottle(limit=3, window=60, delay_step=0.01)
+
+
+async def test_repeated_wrong_tokens_get_429_but_not_at_other_addresses() -> None:
+    async with admin_server(throttle=throttle()) as server:
+        for _ in range(3):
+            status, headers, body = await call(server.port, "wrong", "127.0.0.2")
+            assert (status, error_id(headers, body)) == (401, "unauthorized")
+        status, headers, body = await call(server.port, "wrong", "127.0.0.2")
+        assert (status, error_id(headers, body)) == (429, "too_many_requests")
+        assert 1 <= int(headers["retry-after"]) <= 60
+        assert (await call(server.port, TOKEN, "127.0.0.2"))[0] == 429  # even the right one
+        assert (await call(server.port, TOKEN, "127.0.0.1"))[0] == 200
+        assert (await call(server.port, "wrong", "127.0.0.3"))[0] == 401
+        assert (await call(server.port, TOKEN, "127.0.0.3"))[0] == 200
+
+
+async def test_requests_without_a_token_are_not_counted_as_failures() -> None:
+    async with admin_server(throttle=throttle()) as server:
+        for _ in range(5):
+            assert (await call(server.port, None, "127.0.0.2"))[0] == 401
+        assert (await call(server.port, TOKEN, "127.0.0.2"))[0] == 200
+
+
+async def test_a_right_token_forgets_the_address_s_earlier_mistakes() -> None:
+    async with admin_server(throttle=throttle()) as server:
+        for _ in range(2):
+            assert (await call(server.port, "wrong", "127.0.0.2"))[0] == 401
+        assert (await call(server.port, TOKEN, "127.0.0.2"))[0] == 200
+        for _ in range(2):
+            assert (await call(server.port, "wrong", "127.0.0.2"))[0] == 401
+        assert (await call(server.port, TOKEN, "127.0.0.2"))[0] == 200
+
+
+async def test_the_throttle_follows_the_config_and_its_reload() -> None:
+    app = App(config(auth_failure_limit=2))
+    await app.start()
+    try:
+        for _ in range(2):
+            assert (await call(app.admin_port, "wrong", "127.0.0.2"))[0] == 401
+        assert (await call(app.admin_port, "wrong", "127.0.0.2"))[0] == 429
+        app.reload(config(auth_failure_limit=0))
+        for _ in range(3):
+            assert (await call(app.admin_port, "wrong", "127.0.0.2"))[0] == 401
+        status, _, body = await call(app.admin_port, TOKEN, "127.0.0.2")
+        assert status == 200 and "pools" in json.loads(body)
+    finally:
+        await app.stop(1.0)

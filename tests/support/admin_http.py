@@ -11,6 +11,7 @@ from typing import Any
 from pyproxy.admin.http import HttpLimits
 from pyproxy.admin.server import AdminServer
 from pyproxy.admin.store import StateStore
+from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import Config, parse_config
 from pyproxy.pool.manager import PoolManager
 from pyproxy.pool.pool import Pool
@@ -44,11 +45,15 @@ async def _no_server(pool: Pool) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def admin_server(limits: HttpLimits | None = None) -> AsyncIterator[AdminServer]:
+async def admin_server(
+    limits: HttpLimits | None = None, throttle: LoginThrottle | None = None
+) -> AsyncIterator[AdminServer]:
     """The real admin server (routes, token check, HTTP listener) on 127.0.0.1, port 0."""
     cfg = config()
     store = StateStore(":memory:")
-    server = AdminServer(cfg.admin, PoolManager(cfg, _no_server), store, limits=limits)
+    server = AdminServer(
+        cfg.admin, PoolManager(cfg, _no_server), store, limits=limits, throttle=throttle
+    )
     await server.start()
     try:
         yield server
