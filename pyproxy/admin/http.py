@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from pyproxy.admin.admission import Admission, Refused, Ticket
+from pyproxy.admin.admission import Admission, Progress, Refused, Ticket
 
 log = logging.getLogger("pyproxy.admin.http")
 
@@ -196,6 +196,14 @@ def body_length(headers: list[tuple[str, str]]) -> int | None:
     return int(value)
 
 
+@dataclass
+class _Lingering:
+    """Refused connections being given a moment to read their 503, and how many may be."""
+
+    limit: int
+    count: int = 0
+
+
 class _Connection:
     """One client connection: get a slot, read requests, call the handler, write responses."""
 
@@ -206,12 +214,14 @@ class _Connection:
         handler: Handler,
         limits: HttpLimits,
         admission: Admission,
+        lingering: _Lingering,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.handler = handler
         self.limits = limits
         self.admission = admission
+        self.lingering = lingering
         self.buf = bytearray()
         peer = writer.get_extra_info("peername")
         self.client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
@@ -223,39 +233,77 @@ class _Connection:
         self.loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
+        refusal: str | None = None
+        try:
+            try:
+                await self._admit()
+                while await self._one_request():
+                    pass
+            except Refused as exc:
+                refusal = str(exc)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                pass  # the client reset the connection or did not keep up
+            except asyncio.CancelledError:
+                if not self.evicted or self.task is None:
+                    raise
+                self.task.uncancel()
+                refusal = "too many incomplete requests from your address, retry later"
+            finally:
+                self.admission.done_waiting(self.ticket)
+                self.admission.release(self.ticket)
+            if refusal is not None:
+                await self._refuse(refusal)
+        finally:
+            self.writer.close()
+
+    async def _admit(self) -> None:
+        """Get a slot; while queued for one, read the request line and headers (bounded), so
+        that admission can tell a ready request from a slow client."""
+        if self.admission.try_acquire(self.ticket):
+            return
+        self.admission.progressed(self.ticket, _progress(self.buf, self.limits.max_header_bytes))
+        reading = asyncio.create_task(self._read_while_queued())
         try:
             await self.admission.acquire(self.ticket)
-            while await self._one_request():
-                pass
-        except Refused as exc:
-            await self._refuse(str(exc))
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass
-        except asyncio.CancelledError:
-            if not self.evicted or self.task is None:
-                raise
-            self.task.uncancel()
-            msg = "too many incomplete requests from your address, retry later"
-            await self._refuse(msg)
         finally:
-            self.admission.done_waiting(self.ticket)
-            self.admission.release(self.ticket)
-            self.writer.close()
+            reading.cancel()
+            await asyncio.wait([reading])  # only one reader of the stream at a time
+
+    async def _read_while_queued(self) -> None:
+        limit = self.limits.max_header_bytes
+        while self.ticket.progress in (Progress.UNREAD, Progress.PARTIAL):
+            try:
+                chunk = await self.reader.read(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.admission.progressed(self.ticket, Progress.GONE)
+                return
+            self.buf += chunk
+            self.admission.progressed(self.ticket, _progress(self.buf, limit))
 
     def _evict(self) -> None:
         """Called by admission: close this unauthenticated connection, which is still waiting
-        for its request, to make room for newer ones from its address."""
+        for its request, to make room for others (see ``Admission``)."""
         if self.task is not None and not self.evicted:
             self.evicted = True
             self.task.cancel()
 
     async def _refuse(self, message: str) -> None:
-        """Answer 503 and stop, without waiting long for a client that does not read."""
+        """Answer 503 (slot already given back) and let the client read it for up to a second,
+        unless too many refused connections are lingering already."""
         rid = str(uuid.uuid4())
+        lingering = self.lingering
         try:
             async with asyncio.timeout(1.0):
                 await self._send(error_response(503, message, rid), True, rid)
-        except (ConnectionError, TimeoutError, RuntimeError):
+            if lingering.count < lingering.limit:
+                lingering.count += 1
+                try:
+                    await self._linger(1.0)
+                finally:
+                    lingering.count -= 1
+        except (OSError, TimeoutError, RuntimeError):
             pass
 
     async def _one_request(self) -> bool:
@@ -267,7 +315,7 @@ class _Connection:
                 self.admission.release(self.ticket)
                 if not await self._wait_for_data():
                     return False
-                await self.admission.acquire(self.ticket)
+                await self._admit()
         else:
             self.deadline = self.loop.time() + self.limits.unauthenticated_timeout
             self.admission.waiting(self.ticket)
@@ -365,14 +413,17 @@ class _Connection:
             raise _Timeout(started=True) from None
         raise HttpError(431, f"request line and headers exceed {limit} bytes")
 
-    async def _linger(self) -> None:
+    async def _linger(self, seconds: float = 2.0) -> None:
         """Half-close, then discard what the client still sends (bounded), so that it can read
         the error response instead of getting a connection reset for unread data."""
-        if self.writer.can_write_eof():
-            self.writer.write_eof()
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+        except OSError:  # the client has reset the connection already
+            return
         discarded = 0
         try:
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(seconds):
                 while discarded < 1024 * 1024:
                     chunk = await self.reader.read(65536)
                     if not chunk:
@@ -446,6 +497,15 @@ class _Timeout(Exception):
         self.started = started
 
 
+def _progress(buf: bytearray, limit: int) -> Progress:
+    """How much of a request head ``buf`` holds; one over ``limit`` is ready to be refused."""
+    if not buf:
+        return Progress.UNREAD
+    if len(buf) > limit + 4 or _head_end(buf) is not None:
+        return Progress.READY
+    return Progress.PARTIAL
+
+
 def _head_end(buf: bytearray) -> tuple[int, int] | None:
     """Where the header block ends: (its length, length of the blank-line terminator)."""
     crlf = buf.find(b"\r\n\r\n")
@@ -468,6 +528,7 @@ class HttpServer:
             per_address=lim.max_unauthenticated_per_address,
             grace=lim.unauthenticated_grace,
         )
+        self._lingering = _Lingering(max(1, lim.max_queued))
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -498,7 +559,10 @@ class HttpServer:
         assert task is not None
         self._tasks.add(task)
         try:
-            await _Connection(reader, writer, self.handler, self.limits, self.admission).run()
+            conn = _Connection(
+                reader, writer, self.handler, self.limits, self.admission, self._lingering
+            )
+            await conn.run()
         except asyncio.CancelledError:
             writer.close()  # stopping; not re-raised: asyncio's stream callback logs it otherwise
         except Exception:

@@ -150,13 +150,16 @@ CAP = HttpLimits(
 
 @contextlib.asynccontextmanager
 async def partial_requests(
-    port: int, local: str, n: int
+    port: int, local: str, n: int, send: bytes = PARTIAL
 ) -> AsyncIterator[list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]:
-    """``n`` connections from ``local``, each with a request that lacks its final blank line."""
-    conns = [await connect(port, local) for _ in range(n)]
+    """``n`` connections from ``local``, each with a request that lacks its final blank line
+    (or that sends ``send``)."""
+    conns = []
     try:
-        for _, writer in conns:
-            writer.write(PARTIAL)
+        for _ in range(n):
+            conns.append(await connect(port, local))
+            conns[-1][1].write(send)
+            await asyncio.sleep(0.02)  # in this order
         yield conns
     finally:
         for _, writer in conns:
@@ -200,40 +203,90 @@ async def test_connections_younger_than_the_grace_are_evicted_only_once_it_is_ov
 ONE_SLOT = HttpLimits(max_connections=1, max_queued=2, queue_timeout=30, unauthenticated_timeout=30)
 
 
+@contextlib.asynccontextmanager
+async def busy_slots(
+    port: int, local: str, n: int = 1
+) -> AsyncIterator[list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]:
+    """``n`` authenticated connections, each holding a slot with an unfinished second request
+    (an authenticated connection is never evicted); finish one with ``writer.write(b"\\r\\n")``."""
+    async with partial_requests(port, local, n, request(close=False)) as conns:
+        for reader, writer in conns:
+            assert (await read_response(reader))[0] == 200
+            writer.write(PARTIAL)
+        await asyncio.sleep(0.05)
+        yield conns
+
+
 async def test_a_connection_waits_for_a_slot_instead_of_getting_503() -> None:
-    async with admin_server(ONE_SLOT) as server:
-        holder, holder_w = await connect(server.port)
-        waiter, waiter_w = await connect(server.port)
+    async with admin_server(ONE_SLOT) as server, busy_slots(server.port, "127.0.0.2") as holder:
+        reader, writer = await connect(server.port)
         try:
-            holder_w.write(PARTIAL)
-            waiter_w.write(request())
-            assert await is_open(waiter, wait=0.3)  # queued: no answer yet
-            holder_w.write(b"\r\n")
-            assert (await read_response(holder))[0] == 200
-            assert (await read_response(waiter))[0] == 200
+            writer.write(request())
+            assert await is_open(reader, wait=0.3)  # queued: no answer yet
+            holder[0][1].write(b"\r\n")
+            assert (await read_response(holder[0][0]))[0] == 200
+            assert (await read_response(reader))[0] == 200
         finally:
-            holder_w.close()
-            waiter_w.close()
+            writer.close()
 
 
-async def test_a_full_queue_is_answered_503() -> None:
+async def test_a_complete_request_in_the_queue_goes_before_incomplete_ones() -> None:
     async with (
         admin_server(ONE_SLOT) as server,
-        partial_requests(server.port, "127.0.0.2", 3) as held,
+        busy_slots(server.port, "127.0.0.2") as holder,
+        partial_requests(server.port, "127.0.0.2", 1) as slow,
+        partial_requests(server.port, "127.0.0.2", 1, request()) as ready,
     ):
-        await asyncio.sleep(0.1)
+        holder[0][1].write(b"\r\n")
+        assert (await read_response(holder[0][0]))[0] == 200
+        assert (await read_response(ready[0][0]))[0] == 200
+        assert await is_open(slow[0][0])
+
+
+async def test_a_complete_request_is_not_kept_waiting_by_slow_clients_holding_the_slots() -> None:
+    limits = HttpLimits(max_connections=2, unauthenticated_timeout=30)
+    async with (
+        admin_server(limits) as server,
+        partial_requests(server.port, "127.0.0.2", 2) as slow,
+    ):
+        assert (await call(server.port, local="127.0.0.1"))[0] == 200
+        status, headers, body = await read_response(slow[0][0])  # the one waiting longest
+        assert (status, error_id(headers, body)) == (503, "service_unavailable")
+        assert await is_open(slow[1][0])
+
+
+async def test_a_full_queue_drops_an_incomplete_request_for_a_newcomer() -> None:
+    async with (
+        admin_server(ONE_SLOT) as server,
+        busy_slots(server.port, "127.0.0.2") as holder,
+        partial_requests(server.port, "127.0.0.2", 2) as slow,
+    ):
+        reader, writer = await connect(server.port, "127.0.0.2")
+        try:
+            writer.write(request())
+            status, headers, body = await read_response(slow[0][0])  # the oldest waiting
+            assert (status, error_id(headers, body)) == (503, "service_unavailable")
+            assert await is_open(slow[1][0])
+            holder[0][1].write(b"\r\n")
+            assert (await read_response(reader))[0] == 200
+        finally:
+            writer.close()
+
+
+async def test_a_full_queue_of_complete_requests_answers_a_newcomer_503() -> None:
+    async with (
+        admin_server(ONE_SLOT) as server,
+        busy_slots(server.port, "127.0.0.2"),
+        partial_requests(server.port, "127.0.0.2", 2, request()) as waiting,
+    ):
         status, headers, body = await call(server.port, local="127.0.0.2")
         assert (status, error_id(headers, body)) == (503, "service_unavailable")
-        assert all(await asyncio.gather(*(is_open(reader) for reader, _ in held)))
+        assert all(await asyncio.gather(*(is_open(reader) for reader, _ in waiting)))
 
 
 async def test_a_queued_connection_gets_503_when_its_wait_is_over() -> None:
-    limits = HttpLimits(max_connections=1, queue_timeout=0.3, unauthenticated_timeout=30)
-    async with (
-        admin_server(limits) as server,
-        partial_requests(server.port, "127.0.0.2", 1),
-    ):
-        await asyncio.sleep(0.1)
+    limits = HttpLimits(max_connections=1, queue_timeout=0.3)
+    async with admin_server(limits) as server, busy_slots(server.port, "127.0.0.2"):
         status, headers, body = await call(server.port)
         assert (status, error_id(headers, body)) == (503, "service_unavailable")
 
@@ -242,18 +295,26 @@ async def test_a_full_queue_makes_room_for_another_address_which_is_served_first
     limits = HttpLimits(max_connections=2, max_queued=2, unauthenticated_timeout=30)
     async with (
         admin_server(limits) as server,
-        partial_requests(server.port, "127.0.0.2", 4) as conns,  # two hold slots, two wait
+        busy_slots(server.port, "127.0.0.2", 2) as holders,
+        partial_requests(server.port, "127.0.0.2", 2, request()) as waiting,
     ):
-        await asyncio.sleep(0.1)
         reader, writer = await connect(server.port, "127.0.0.1")
         try:
             writer.write(request())
-            status, _, _ = await read_response(conns[3][0])  # the newest queued one
+            status, _, _ = await read_response(waiting[1][0])  # the newest of 127.0.0.2
             assert status == 503
-            conns[0][1].write(b"\r\n")  # a slot frees: 127.0.0.1 holds none, 127.0.0.2 one
-            assert (await read_response(conns[0][0]))[0] == 200
-            assert (await read_response(reader))[0] == 200
-            assert await is_open(conns[2][0])  # still waiting, ahead of 127.0.0.1 in time
+            answered: list[str] = []
+
+            async def answer(name: str, reader: asyncio.StreamReader) -> int:
+                status = (await read_response(reader))[0]
+                answered.append(name)
+                return status
+
+            holders[0][1].write(b"\r\n")  # a slot frees: 127.0.0.1 holds none, 127.0.0.2 one
+            assert (await read_response(holders[0][0]))[0] == 200
+            statuses = await asyncio.gather(answer("new", reader), answer("old", waiting[0][0]))
+            assert statuses == [200, 200]
+            assert answered == ["new", "old"]  # though the 127.0.0.2 one came first
         finally:
             writer.close()
 
