@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import Config
 from pyproxy.errors import ADMIN_SHUTDOWN, PgError
 from pyproxy.net.client import CLOSED, WAITING, ClientConn
@@ -78,7 +79,11 @@ class App:
             from pyproxy.admin.server import AdminServer
 
             self.admin = AdminServer(
-                cfg.admin, self.manager, self.store, pool_defaults=cfg.proxy.defaults
+                cfg.admin,
+                self.manager,
+                self.store,
+                pool_defaults=cfg.proxy.defaults,
+                throttle=_login_throttle(cfg),
             )
             try:
                 await self.admin.start()
@@ -107,9 +112,14 @@ class App:
     def reload(self, config: Config) -> None:
         """Apply a new config: pools, users, timeouts. Listeners stay as they are."""
         api_pools = self.store.load(config.proxy.defaults) if self.store is not None else []
+        proxy = config.proxy
         self.config = config
         self.state.reconfigure(config)
         self.manager.replace_config(config, api_pools)
+        if self.admin is not None:
+            old = self.admin.api.throttle
+            if (old.limit, old.window) != (proxy.auth_failure_limit, proxy.auth_failure_window):
+                self.admin.api.throttle = _login_throttle(config)  # counts start again
         log.info("configuration reloaded")
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -157,3 +167,8 @@ def _in_flight(client: ClientConn) -> bool:
     if server is None or client.state == CLOSED:
         return False
     return server.pending > 0 or server.status != READY_IDLE_STATUS or client.open_ext
+
+
+def _login_throttle(config: Config) -> LoginThrottle:
+    """The failed-login throttle [proxy] asks for."""
+    return LoginThrottle(config.proxy.auth_failure_limit, config.proxy.auth_failure_window)

@@ -55,6 +55,8 @@ class ProxyConfig:
     max_client_conn: int = 10000
     auth_type: str = "scram-sha-256"
     client_login_timeout: float = 60.0
+    auth_failure_limit: int = 10  # failed logins per window before throttling; 0 = off
+    auth_failure_window: float = 60.0
     shutdown_timeout: float = 30.0
     max_packet_size: int = 64 * 1024 * 1024
     track_extra_parameters: tuple[str, ...] = ("IntervalStyle",)
@@ -154,6 +156,8 @@ _PROXY_ONLY_KEYS = frozenset(
         "max_client_conn",
         "auth_type",
         "client_login_timeout",
+        "auth_failure_limit",
+        "auth_failure_window",
         "shutdown_timeout",
         "max_packet_size",
         "track_extra_parameters",
@@ -317,6 +321,8 @@ def _parse_proxy(t: Mapping[str, Any], errs: list[str]) -> ProxyConfig:
         client_login_timeout=_duration(
             t, "client_login_timeout", "proxy", d.client_login_timeout, errs
         ),
+        auth_failure_limit=_int(t, "auth_failure_limit", "proxy", d.auth_failure_limit, 0, errs),
+        auth_failure_window=_window(t, "auth_failure_window", "proxy", d.auth_failure_window, errs),
         shutdown_timeout=_duration(t, "shutdown_timeout", "proxy", d.shutdown_timeout, errs),
         max_packet_size=_int(
             t, "max_packet_size", "proxy", d.max_packet_size, MIN_PACKET_SIZE, errs
@@ -636,6 +642,17 @@ def _duration(
         f"{_key(prefix, name)}: must be a number of seconds >= 0 (0 disables it), "
         f"got {_show(value)}"
     )
+    return default
+
+
+def _window(t: Mapping[str, Any], name: str, prefix: str, default: float, errs: list[str]) -> float:
+    """A span of time that cannot be turned off: a number of seconds > 0."""
+    if name not in t:
+        return default
+    value = t[name]
+    if _is_number(value) and math.isfinite(value) and value > 0:
+        return float(value)
+    errs.append(f"{_key(prefix, name)}: must be a number of seconds > 0, got {_show(value)}")
     return default
 
 

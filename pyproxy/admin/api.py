@@ -8,6 +8,8 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote, urlsplit
@@ -16,6 +18,7 @@ from pyproxy.admin import pausing
 from pyproxy.admin.http import Request, Response, error_response, json_response
 from pyproxy.admin.metrics import render as render_metrics
 from pyproxy.admin.store import StateStore, StateStoreError
+from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import MODES, ClusterConfig, PoolConfig, PoolSettings, validate_pool_name
 
 log = logging.getLogger("pyproxy.admin")
@@ -68,10 +71,14 @@ class AdminApi:
         openapi: bytes,
         pool_defaults: PoolSettings | None = None,
         db_check_timeout: float = 10.0,
+        throttle: LoginThrottle | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.manager = manager
         self.store = store
         self.token = token.encode() if token is not None else None
+        self.throttle = throttle if throttle is not None else LoginThrottle()
+        self.clock = clock
         self.openapi = openapi
         self.pool_defaults = pool_defaults or PoolSettings()
         self.db_check_timeout = db_check_timeout
@@ -91,10 +98,15 @@ class AdminApi:
             return await self._dispatch(req, {"GET": self.openapi_doc}, [])
         if segments[0] not in ("v2", "metrics") or (segments[0] == "metrics" and len(segments) > 1):
             return error_response(404, NOT_FOUND, req.request_id)
-        if not self._authorized(req):
-            resp = error_response(401, "Unable to authenticate you.", req.request_id)
-            resp.headers.append(("www-authenticate", 'Bearer realm="pyproxy"'))
-            return resp
+        refused = await self._authenticate(req)
+        if refused is not None:
+            return refused
+        resp = await self._route(req, segments)
+        resp.authenticated = True
+        return resp
+
+    async def _route(self, req: Request, segments: list[str]) -> Response:
+        """Answer an authenticated request for ``/metrics`` or ``/v2/...``."""
         if segments == ["metrics"]:
             return await self._dispatch(req, {"GET": self.metrics}, [])
         args = [unquote(s, errors="replace") for s in segments]
@@ -129,14 +141,32 @@ class AdminApi:
         except Unprocessable as exc:
             return error_response(422, str(exc), req.request_id)
 
-    def _authorized(self, req: Request) -> bool:
+    async def _authenticate(self, req: Request) -> Response | None:
+        """None when the request may go on; else its 401, or 429 for an address that has failed
+        too often. Wrong credentials count for the throttle and are answered after its delay;
+        a request without any is answered at once and not counted (it guessed nothing)."""
         if self.token is None:
-            return True  # allowed only on loopback, checked when the server starts
-        scheme, _, credential = (req.header("authorization") or "").strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
+            return None  # allowed only on loopback, checked when the server starts
+        now = self.clock()
+        wait = self.throttle.check(req.client, None, now)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            msg = f"Too many failed authentication attempts; retry in {seconds} s."
+            resp = error_response(429, msg, req.request_id)
+            resp.headers.append(("retry-after", str(seconds)))
+            resp.close = True
+            return resp
+        authorization = req.header("authorization")
+        scheme, _, credential = (authorization or "").strip().partition(" ")
         given = credential.strip().encode("latin-1", "replace")
-        return hmac.compare_digest(given, self.token)
+        if scheme.lower() == "bearer" and hmac.compare_digest(given, self.token):
+            self.throttle.succeeded(req.client, None)
+            return None
+        if authorization is not None:
+            await asyncio.sleep(self.throttle.failed(req.client, None, now))
+        resp = error_response(401, "Unable to authenticate you.", req.request_id)
+        resp.headers.append(("www-authenticate", 'Bearer realm="pyproxy"'))
+        return resp
 
     # -- handlers --------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from pyproxy.admin.admission import Admission, Progress, Refused, Ticket
+
 log = logging.getLogger("pyproxy.admin.http")
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -26,6 +28,7 @@ REASONS = {
     408: "Request Timeout",
     413: "Content Too Large",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
@@ -41,6 +44,7 @@ ERROR_IDS = {
     408: "request_timeout",
     413: "payload_too_large",
     422: "unprocessable_entity",
+    429: "too_many_requests",
     431: "request_header_fields_too_large",
     500: "server_error",
     501: "not_implemented",
@@ -54,7 +58,13 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """Resource limits that keep slow or hostile clients from holding the admin listener."""
+    """Resource limits that keep slow or hostile clients from holding the admin listener.
+
+    Until a connection has completed an authenticated request, it has ``unauthenticated_timeout``
+    seconds from admission (or from its previous response) to send all of its next request, and
+    it counts against ``max_unauthenticated_per_address``; afterwards the longer per-phase
+    timeouts apply and it holds no slot while idle. ``admission.Admission`` has the slot rules.
+    """
 
     max_header_bytes: int = 16 * 1024
     max_body_bytes: int = 64 * 1024
@@ -62,7 +72,12 @@ class HttpLimits:
     body_timeout: float = 15.0
     idle_timeout: float = 30.0  # keep-alive: wait for the next request this long
     write_timeout: float = 15.0
-    max_connections: int = 64
+    unauthenticated_timeout: float = 5.0  # whole request, until one authenticated request is done
+    max_connections: int = 256  # slots: connections reading or handling a request at once
+    max_queued: int = 256  # connections waiting for a slot; beyond it they get 503 at once
+    queue_timeout: float = 10.0  # longest wait for a slot, then 503
+    max_unauthenticated_per_address: int = 16  # 0 = no cap; beyond it the oldest are closed ...
+    unauthenticated_grace: float = 1.0  # ... once they have waited this long for their request
 
 
 @dataclass
@@ -73,6 +88,7 @@ class Request:
     headers: list[tuple[str, str]]  # names lower-cased, in arrival order
     body: bytes = b""
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    client: str = ""  # the client's IP address
 
     def header(self, name: str) -> str | None:
         """The last value of header ``name`` (lower-case), or None."""
@@ -96,6 +112,7 @@ class Response:
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     close: bool = False
+    authenticated: bool = False  # the request carried valid credentials: trust the connection
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -179,8 +196,16 @@ def body_length(headers: list[tuple[str, str]]) -> int | None:
     return int(value)
 
 
+@dataclass
+class _Lingering:
+    """Refused connections being given a moment to read their 503, and how many may be."""
+
+    limit: int
+    count: int = 0
+
+
 class _Connection:
-    """One client connection: read requests, call the handler, write responses."""
+    """One client connection: get a slot, read requests, call the handler, write responses."""
 
     def __init__(
         self,
@@ -188,36 +213,126 @@ class _Connection:
         writer: asyncio.StreamWriter,
         handler: Handler,
         limits: HttpLimits,
+        admission: Admission,
+        lingering: _Lingering,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.handler = handler
         self.limits = limits
+        self.admission = admission
+        self.lingering = lingering
         self.buf = bytearray()
+        peer = writer.get_extra_info("peername")
+        self.client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self.ticket = Ticket(self.client, self._evict)
+        self.trusted = False  # completed an authenticated request
+        self.deadline: float | None = None  # loop time by which the current request must be read
+        self.evicted = False
+        self.task = asyncio.current_task()
+        self.loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
+        refusal: str | None = None
         try:
-            while await self._one_request():
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass
+            try:
+                await self._admit()
+                while await self._one_request():
+                    pass
+            except Refused as exc:
+                refusal = str(exc)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                pass  # the client reset the connection or did not keep up
+            except asyncio.CancelledError:
+                if not self.evicted or self.task is None:
+                    raise
+                self.task.uncancel()
+                refusal = "too many incomplete requests from your address, retry later"
+            finally:
+                self.admission.done_waiting(self.ticket)
+                self.admission.release(self.ticket)
+            if refusal is not None:
+                await self._refuse(refusal)
         finally:
             self.writer.close()
+
+    async def _admit(self) -> None:
+        """Get a slot; while queued for one, read the request line and headers (bounded), so
+        that admission can tell a ready request from a slow client."""
+        if self.admission.try_acquire(self.ticket):
+            return
+        self.admission.progressed(self.ticket, _progress(self.buf, self.limits.max_header_bytes))
+        reading = asyncio.create_task(self._read_while_queued())
+        try:
+            await self.admission.acquire(self.ticket)
+        finally:
+            reading.cancel()
+            await asyncio.wait([reading])  # only one reader of the stream at a time
+
+    async def _read_while_queued(self) -> None:
+        limit = self.limits.max_header_bytes
+        while self.ticket.progress in (Progress.UNREAD, Progress.PARTIAL):
+            try:
+                chunk = await self.reader.read(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.admission.progressed(self.ticket, Progress.GONE)
+                return
+            self.buf += chunk
+            self.admission.progressed(self.ticket, _progress(self.buf, limit))
+
+    def _evict(self) -> None:
+        """Called by admission: close this unauthenticated connection, which is still waiting
+        for its request, to make room for others (see ``Admission``)."""
+        if self.task is not None and not self.evicted:
+            self.evicted = True
+            self.task.cancel()
+
+    async def _refuse(self, message: str) -> None:
+        """Answer 503 (slot already given back) and let the client read it for up to a second,
+        unless too many refused connections are lingering already."""
+        rid = str(uuid.uuid4())
+        lingering = self.lingering
+        try:
+            async with asyncio.timeout(1.0):
+                await self._send(error_response(503, message, rid), True, rid)
+            if lingering.count < lingering.limit:
+                lingering.count += 1
+                try:
+                    await self._linger(1.0)
+                finally:
+                    lingering.count -= 1
+        except (OSError, TimeoutError, RuntimeError):
+            pass
 
     async def _one_request(self) -> bool:
         """Serve one request; True when the connection stays open for another."""
         rid = str(uuid.uuid4())
+        if self.trusted:
+            self.deadline = None
+            if not self.buf:  # idle keep-alive: no slot until the next request starts
+                self.admission.release(self.ticket)
+                if not await self._wait_for_data():
+                    return False
+                await self._admit()
+        else:
+            self.deadline = self.loop.time() + self.limits.unauthenticated_timeout
+            self.admission.waiting(self.ticket)
         try:
             req = await self._read_request(rid)
         except HttpError as exc:
+            self.admission.done_waiting(self.ticket)
             await self._send(error_response(exc.status, exc.message, rid), True, rid)
             await self._linger()
             return False
         except _Timeout as exc:
+            self.admission.done_waiting(self.ticket)
             if exc.started:
                 msg = "request not received in time"
                 await self._send(error_response(408, msg, rid), True, rid)
             return False
+        self.admission.done_waiting(self.ticket)
         if req is None:
             return False
         try:
@@ -227,9 +342,27 @@ class _Connection:
         except Exception:
             log.exception("admin request %s %s failed", req.method, req.target)
             resp = error_response(500, "Unexpected server-side error", req.request_id)
+        self.trusted = self.trusted or resp.authenticated
         close = resp.close or not req.keep_alive
         await self._send(resp, close, req.request_id, head_only=req.method == "HEAD")
         return not close
+
+    def _timeout(self, seconds: float) -> asyncio.Timeout:
+        """A timeout of ``seconds``, cut short by the deadline of an unauthenticated request."""
+        when = self.loop.time() + seconds
+        if self.deadline is not None:
+            when = min(when, self.deadline)
+        return asyncio.timeout_at(when)
+
+    async def _wait_for_data(self) -> bool:
+        """Wait up to the idle timeout for the first bytes of a request; False on close."""
+        try:
+            async with self._timeout(self.limits.idle_timeout):
+                chunk = await self.reader.read(65536)
+        except TimeoutError:
+            return False
+        self.buf += chunk
+        return bool(chunk)
 
     async def _read_request(self, rid: str) -> Request | None:
         head = await self._read_head()
@@ -239,14 +372,14 @@ class _Connection:
         length = body_length(headers)
         if length is not None and length > self.limits.max_body_bytes:
             raise HttpError(413, f"request body exceeds {self.limits.max_body_bytes} bytes")
-        req = Request(method, target, version, headers, request_id=rid)
+        req = Request(method, target, version, headers, request_id=rid, client=self.client)
         if version == "HTTP/1.1" and not any(k == "host" for k, _ in headers):
             raise HttpError(400, "the Host header is required")
         expects = (req.header("expect") or "").lower() == "100-continue"
         if expects and length != 0:
             self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
-            async with asyncio.timeout(self.limits.body_timeout):
+            async with self._timeout(self.limits.body_timeout):
                 req.body = await (
                     self._read_exact(length) if length is not None else self._chunked()
                 )
@@ -257,17 +390,10 @@ class _Connection:
     async def _read_head(self) -> bytes | None:
         """Bytes up to the blank line that ends the header block; None on a clean close."""
         limit = self.limits.max_header_bytes
+        if not self.buf and not await self._wait_for_data():
+            return None
         try:
-            async with asyncio.timeout(self.limits.idle_timeout):
-                while not self.buf:
-                    chunk = await self.reader.read(65536)
-                    if not chunk:
-                        return None
-                    self.buf += chunk
-        except TimeoutError:
-            raise _Timeout(started=False) from None
-        try:
-            async with asyncio.timeout(self.limits.header_timeout):
+            async with self._timeout(self.limits.header_timeout):
                 while True:
                     end = _head_end(self.buf)
                     if end is not None:
@@ -287,14 +413,17 @@ class _Connection:
             raise _Timeout(started=True) from None
         raise HttpError(431, f"request line and headers exceed {limit} bytes")
 
-    async def _linger(self) -> None:
+    async def _linger(self, seconds: float = 2.0) -> None:
         """Half-close, then discard what the client still sends (bounded), so that it can read
         the error response instead of getting a connection reset for unread data."""
-        if self.writer.can_write_eof():
-            self.writer.write_eof()
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+        except OSError:  # the client has reset the connection already
+            return
         discarded = 0
         try:
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(seconds):
                 while discarded < 1024 * 1024:
                     chunk = await self.reader.read(65536)
                     if not chunk:
@@ -368,6 +497,15 @@ class _Timeout(Exception):
         self.started = started
 
 
+def _progress(buf: bytearray, limit: int) -> Progress:
+    """How much of a request head ``buf`` holds; one over ``limit`` is ready to be refused."""
+    if not buf:
+        return Progress.UNREAD
+    if len(buf) > limit + 4 or _head_end(buf) is not None:
+        return Progress.READY
+    return Progress.PARTIAL
+
+
 def _head_end(buf: bytearray) -> tuple[int, int] | None:
     """Where the header block ends: (its length, length of the blank-line terminator)."""
     crlf = buf.find(b"\r\n\r\n")
@@ -382,11 +520,21 @@ class HttpServer:
     def __init__(self, handler: Handler, limits: HttpLimits | None = None) -> None:
         self.handler = handler
         self.limits = limits or HttpLimits()
+        lim = self.limits
+        self.admission = Admission(
+            lim.max_connections,
+            max_queued=lim.max_queued,
+            queue_timeout=lim.queue_timeout,
+            per_address=lim.max_unauthenticated_per_address,
+            grace=lim.unauthenticated_grace,
+        )
+        self._lingering = _Lingering(max(1, lim.max_queued))
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._accept, host, port)
+        backlog = max(100, min(4096, self.limits.max_connections + self.limits.max_queued))
+        self._server = await asyncio.start_server(self._accept, host, port, backlog=backlog)
 
     @property
     def port(self) -> int:
@@ -401,6 +549,7 @@ class HttpServer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.admission.close()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -408,19 +557,12 @@ class HttpServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._tasks) >= self.limits.max_connections:
-            conn = _Connection(reader, writer, self.handler, self.limits)
-            msg = "too many concurrent admin connections, retry later"
-            try:
-                rid = str(uuid.uuid4())
-                await conn._send(error_response(503, msg, rid), True, rid)
-            except (ConnectionError, TimeoutError):
-                pass
-            writer.close()
-            return
         self._tasks.add(task)
         try:
-            await _Connection(reader, writer, self.handler, self.limits).run()
+            conn = _Connection(
+                reader, writer, self.handler, self.limits, self.admission, self._lingering
+            )
+            await conn.run()
         except asyncio.CancelledError:
             writer.close()  # stopping; not re-raised: asyncio's stream callback logs it otherwise
         except Exception:

@@ -33,9 +33,21 @@ NO_CONTENT = {
     "description": "The action was successful and the response body is empty.",
     "headers": {"x-request-id": {"$ref": "#/components/headers/x-request-id"}},
 }
+TOO_MANY_FAILURES = _error(
+    "Too many wrong tokens from this client address recently ([proxy] auth_failure_limit within "
+    "auth_failure_window): refused, even with the right token, until Retry-After has passed."
+)
+TOO_MANY_FAILURES["headers"] = {
+    **TOO_MANY_FAILURES["headers"],
+    "retry-after": {
+        "description": "Seconds until this address may try again.",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+}
 ERRORS_READ = {
     "401": _error("Missing or wrong bearer token."),
     "404": _error("Unknown cluster or pool."),
+    "429": TOO_MANY_FAILURES,
     "default": _error("Any other error (malformed request, unexpected server error)."),
 }
 ERRORS_WRITE = {
@@ -228,6 +240,7 @@ PATHS: dict[str, Any] = {
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
                 "401": ERRORS_READ["401"],
+                "429": ERRORS_READ["429"],
             },
         }
     },

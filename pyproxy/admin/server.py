@@ -9,6 +9,7 @@ from pyproxy.admin.api import AdminApi, PoolManagerApi
 from pyproxy.admin.http import HttpLimits, HttpServer
 from pyproxy.admin.openapi import document_bytes
 from pyproxy.admin.store import StateStore
+from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import AdminConfig, PoolSettings
 
 log = logging.getLogger("pyproxy.admin")
@@ -38,6 +39,7 @@ class AdminServer:
         *,
         pool_defaults: PoolSettings | None = None,
         limits: HttpLimits | None = None,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self.cfg = cfg
         auth = cfg.token is not None
@@ -47,6 +49,7 @@ class AdminServer:
             token=cfg.token,
             openapi=document_bytes(auth, [c.id for c in manager.clusters()]),
             pool_defaults=pool_defaults,
+            throttle=throttle,
         )
         self.http = HttpServer(self.api.handle, limits)
         self._started = False

@@ -10,7 +10,11 @@ import pytest
 
 from pyproxy.admin.http import HttpLimits, HttpServer, Request, Response, json_response
 
-LIMITS = HttpLimits(header_timeout=0.5, body_timeout=0.5, idle_timeout=0.5, max_connections=4)
+# No queue here: a connection over the cap is answered 503 at once (test_admin_limits.py has the
+# queue, the per-address cap and the deadline for unauthenticated connections).
+LIMITS = HttpLimits(
+    header_timeout=0.5, body_timeout=0.5, idle_timeout=0.5, max_connections=4, max_queued=0
+)
 
 
 async def echo(req: Request) -> Response:

@@ -6,6 +6,7 @@ import pytest
 
 from pyproxy.admin.api import connection_info, name_problem
 from pyproxy.admin.http import HttpError, Request, body_length, parse_head
+from pyproxy.admin.openapi import document
 
 
 def test_request_line_and_headers_are_parsed_with_lowercase_names() -> None:
@@ -119,3 +120,11 @@ def test_connection_without_user_has_no_credentials() -> None:
     info = connection_info("pool", "127.0.0.1", 6432, "", None)
     assert info["uri"] == "postgresql://127.0.0.1:6432/pool?sslmode=disable"
     assert "user" not in info and "password" not in info
+
+
+def test_every_operation_behind_the_token_documents_429_with_retry_after() -> None:
+    for item in document()["paths"].values():
+        for method, op in item.items():
+            if method == "parameters" or op.get("security") == []:
+                continue
+            assert "retry-after" in op["responses"]["429"]["headers"]

@@ -162,6 +162,16 @@ def test_pool_settings_from_applies_only_settings_keys() -> None:
         pool_settings_from({"query_timeout": -1}, base, "p")
 
 
+def test_auth_failure_keys_are_read_from_proxy() -> None:
+    cfg = parse_config(
+        {"proxy": {"auth_failure_limit": 0, "auth_failure_window": 2.5}}, env=TOKEN_ENV
+    )
+    assert (cfg.proxy.auth_failure_limit, cfg.proxy.auth_failure_window) == (0, 2.5)
+    cfg = parse_config({"proxy": {"auth_failure_window": 30}}, env=TOKEN_ENV)
+    assert cfg.proxy.auth_failure_window == 30.0 and type(cfg.proxy.auth_failure_window) is float
+    assert cfg.proxy.auth_failure_limit == 10
+
+
 def test_ints_are_accepted_as_durations_and_stored_as_floats() -> None:
     cfg = parse_config({"admin": {"enabled": False}, "proxy": {"query_timeout": 3}}, env={})
     assert cfg.proxy.defaults.query_timeout == 3.0
@@ -261,6 +271,26 @@ def with_pool(**pool: Any) -> dict[str, Any]:
             '(did you mean "warn"?)',
         ),
         ({"proxy": {"min_pool_size": -1}}, "proxy.min_pool_size: must be an integer >= 0, got -1"),
+        (
+            {"proxy": {"auth_failure_limit": -1}},
+            "proxy.auth_failure_limit: must be an integer >= 0, got -1",
+        ),
+        (
+            {"proxy": {"auth_failure_limit": 2.5}},
+            "proxy.auth_failure_limit: must be an integer >= 0, got 2.5",
+        ),
+        (
+            {"proxy": {"auth_failure_window": 0}},
+            "proxy.auth_failure_window: must be a number of seconds > 0, got 0",
+        ),
+        (
+            {"proxy": {"auth_failure_window": "1m"}},
+            'proxy.auth_failure_window: must be a number of seconds > 0, got "1m"',
+        ),
+        (
+            {"proxy": {"auth_failure_window": float("nan")}},
+            "proxy.auth_failure_window: must be a number of seconds > 0",
+        ),
         (
             {"proxy": {"max_packet_size": 10}},
             "proxy.max_packet_size: must be an integer >= 1024, got 10",
