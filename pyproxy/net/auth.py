@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from pyproxy.auth.md5 import md5_verify
 from pyproxy.auth.scram import AuthFailed, ScramServer
 from pyproxy.config import ClusterConfig
-from pyproxy.errors import INVALID_PASSWORD, PROTOCOL_VIOLATION, PgError
+from pyproxy.errors import INVALID_AUTHORIZATION, INVALID_PASSWORD, PROTOCOL_VIOLATION, PgError
 from pyproxy.proto import messages as m
 
 if TYPE_CHECKING:
@@ -18,6 +20,15 @@ if TYPE_CHECKING:
     from pyproxy.net.state import ProxyState
 
 log = logging.getLogger("pyproxy.auth")
+_FAILED = -1  # ``step`` of a login whose failure is being delayed
+
+
+class AuthDeferred(PgError):
+    """A failed login whose FATAL is sent later (see ``ClientAuth.fail_later``): the caller
+    must not answer or close now."""
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_PASSWORD, "authentication failure answered later", fatal=True)
 
 
 class ClientAuth:
@@ -37,12 +48,33 @@ class ClientAuth:
         self.step = 0
 
     def _failed(self) -> PgError:
-        return PgError(
+        """A wrong password or an unknown user: counted by the login throttle, which may ask
+        for the answer to wait (``fail_later``)."""
+        err = PgError(
             INVALID_PASSWORD, f'password authentication failed for user "{self.user}"', fatal=True
         )
+        delay = self.proxy.throttle.failed(self.client.address, self.user, time.monotonic())
+        if delay > 0:
+            self.fail_later(err, delay)
+            return AuthDeferred()
+        return err
+
+    def fail_later(self, err: PgError, delay: float) -> None:
+        """Answer a failed login after ``delay`` seconds; ignore the client meanwhile."""
+        self.step = _FAILED
+        client = self.client
+        asyncio.get_running_loop().call_later(delay, client.fatal, err)
 
     def start(self) -> None:
         t = self.client.transport
+        wait = self.proxy.throttle.check(self.client.address, self.user, time.monotonic())
+        if wait is not None:
+            raise PgError(
+                INVALID_AUTHORIZATION,
+                "too many failed login attempts from this address",
+                hint=f"try again in {max(1, math.ceil(wait))} s",
+                fatal=True,
+            )
         if self.method == "trust":
             if self.known is None:
                 raise self._failed()
@@ -56,6 +88,8 @@ class ClientAuth:
             t.write(m.auth_sasl(self.scram.mechanisms))
 
     def message(self, t: int, body: bytes) -> None:
+        if self.step == _FAILED:
+            return  # the failure is answered after the throttle's delay
         if t != 112:  # 'p'
             raise PgError(
                 PROTOCOL_VIOLATION, f"expected a password message, got {chr(t)!r}", fatal=True
@@ -93,6 +127,7 @@ class ClientAuth:
         still has to learn its server's parameters (then a task waits for them)."""
         from pyproxy.net.client import LOGIN
 
+        self.proxy.throttle.succeeded(self.client.address, self.user)
         self.client.state = LOGIN
         try:
             if self.client.attach():

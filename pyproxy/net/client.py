@@ -16,7 +16,7 @@ from pyproxy.errors import (
     PgError,
     ProtocolError,
 )
-from pyproxy.net.auth import ClientAuth
+from pyproxy.net.auth import AuthDeferred, ClientAuth
 from pyproxy.net.copyflow import (
     COPY_IN_CODES,
     complete_cut_copy_data,
@@ -99,6 +99,7 @@ class ClientConn(asyncio.Protocol):
         "_shape_misses",
         "_skip",
         "_tail",
+        "address",
         "auth",
         "connected_at",
         "database",
@@ -166,6 +167,7 @@ class ClientConn(asyncio.Protocol):
         self.reading_paused = False
         self._paused_server: ServerConn | None = None
         self.peer = ""
+        self.address = ""  # the peer's IP address: what the login throttle counts by
         self._tail: bytes | bytearray = b""
         self._need = 0
         self._skip = 0
@@ -195,7 +197,11 @@ class ClientConn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+        if isinstance(peer, tuple):
+            self.address = str(peer[0])
+            self.peer = f"{peer[0]}:{peer[1]}"
+        else:
+            self.address = self.peer = str(peer or "unix")
         self.proxy.clients.add(self)
         self.proxy.watch_login(self)
 
@@ -348,6 +354,8 @@ class ClientConn(asyncio.Protocol):
                 self._startup_data(data)
             elif state in (AUTH, LOGIN):
                 self._auth_data(data)
+        except AuthDeferred:
+            pass  # a failed login, answered after the throttle's delay
         except PgError as err:
             log.info("[c%d] %s", self.id, err.message)
             if err.fatal:

@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pyproxy.auth.scram import make_scram_secret
+from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import ClusterConfig, Config
 from pyproxy.errors import CONNECTION_FAILURE, PgError
 from pyproxy.net.server import ServerConn, send_cancel
@@ -45,12 +46,16 @@ class ProxyState:
         self._mock: OrderedDict[str, str] = OrderedDict()
         self._mock_key = secrets.token_bytes(16)
         self._login_timers: dict[ClientConn, asyncio.TimerHandle] = {}
+        self.throttle = _throttle(config)
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
         self.tracked = P.tracked_set(config.proxy.track_extra_parameters)
         self.replayable = frozenset(n.lower() for n in config.proxy.replay_parameters)
         self._secrets.clear()
+        limits = (config.proxy.auth_failure_limit, config.proxy.auth_failure_window)
+        if (self.throttle.limit, self.throttle.window) != limits:
+            self.throttle = _throttle(config)  # counts start again
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -206,3 +211,8 @@ class ProxyState:
             await send_cancel(host, port, pid, secret)
         except OSError as exc:
             log.debug("cancel of abandoned query failed: %s", exc)
+
+
+def _throttle(config: Config) -> LoginThrottle:
+    """The failed-login throttle of the PostgreSQL listener, as [proxy] asks."""
+    return LoginThrottle(config.proxy.auth_failure_limit, config.proxy.auth_failure_window)
