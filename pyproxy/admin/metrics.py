@@ -82,7 +82,7 @@ def render(manager: Any, clients: int) -> str:
             fam["pool_clients"].add(
                 max(idle_clients - snap.get("cl_waiting", 0), 0), pool=name, state="idle"
             )
-            for state in ("active", "idle", "login"):
+            for state in ("active", "idle", "login", "being_canceled"):
                 fam["servers"].add(snap.get(f"sv_{state}", 0), pool=name, state=state)
             fam["xact"].add(counters.get("xact_count", 0), "", pool=name)
             fam["unsafe"].add(
