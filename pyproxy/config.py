@@ -18,7 +18,7 @@ from pyproxy.errors import ConfigError
 
 MODES = ("session", "transaction", "statement")
 AUTH_TYPES = ("trust", "md5", "scram-sha-256")
-SESSION_STATE_POLICIES = ("warn", "error", "allow")
+SESSION_STATE_POLICIES = ("pin", "warn", "error", "allow")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class PoolSettings:
     reserve_pool_size: int = 0
     reserve_pool_timeout: float = 5.0
     max_client_conn: int = 0  # per pool; 0 = only the proxy-wide limit applies
-    session_state: str = "warn"
+    # "" = by pool mode: "pin" for transaction pools, "warn" for statement pools
+    session_state: str = ""
     max_prepared_statements: int = 200
 
 
@@ -61,18 +62,7 @@ class ProxyConfig:
     max_packet_size: int = 64 * 1024 * 1024
     track_extra_parameters: tuple[str, ...] = ("IntervalStyle",)
     ignore_startup_parameters: tuple[str, ...] = ("extra_float_digits",)
-    replay_parameters: tuple[str, ...] = (
-        "search_path",
-        "statement_timeout",
-        "lock_timeout",
-        "idle_in_transaction_session_timeout",
-        "work_mem",
-        "timezone",
-        "datestyle",
-        "intervalstyle",
-        "application_name",
-        "client_encoding",
-    )
+    replay_exclude: tuple[str, ...] = ()  # session settings never replayed on another server
     defaults: PoolSettings = field(default_factory=PoolSettings)
 
 
@@ -141,6 +131,7 @@ DEFAULT_TOKEN_ENV = "PYPROXY_ADMIN_TOKEN"
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 POOL_NAME_MIN_LEN = 3
 POOL_NAME_MAX_LEN = 60
+DATABASE_NAME_MAX_BYTES = 63
 MIN_PACKET_SIZE = 1024
 
 _POOL_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
@@ -162,7 +153,7 @@ _PROXY_ONLY_KEYS = frozenset(
         "max_packet_size",
         "track_extra_parameters",
         "ignore_startup_parameters",
-        "replay_parameters",
+        "replay_exclude",
     }
 )
 _PROXY_KEYS = _PROXY_ONLY_KEYS | _SETTINGS_FIELDS.keys()
@@ -287,6 +278,24 @@ def validate_pool_name(name: object) -> str | None:
     return None
 
 
+def validate_database_name(name: object) -> str | None:
+    """Return why ``name`` cannot be a config-file pool name, or None if it can.
+
+    A pool in the config file may have any name PostgreSQL accepts as a database name (1 to
+    63 bytes, no NUL), so PgBouncer ``[databases]`` entries such as ``db`` move over unchanged;
+    pools created through the API keep DigitalOcean's stricter rule (``validate_pool_name``).
+    """
+    if not isinstance(name, str):
+        return f"must be a string, got {_show(name)}"
+    size = len(name.encode())
+    if not 1 <= size <= DATABASE_NAME_MAX_BYTES or "\x00" in name:
+        return (
+            f"must be 1 to {DATABASE_NAME_MAX_BYTES} bytes (a PostgreSQL database name) "
+            f"without NUL, got {size} bytes ({_show(name)})"
+        )
+    return None
+
+
 def check_budget(cluster: ClusterConfig, pools: Iterable[PoolConfig]) -> str | None:
     """Return a message if the pools' sizes add up to more than the cluster's budget."""
     need = sum(p.size for p in pools)
@@ -311,6 +320,12 @@ def check_budget(cluster: ClusterConfig, pools: Iterable[PoolConfig]) -> str | N
 
 def _parse_proxy(t: Mapping[str, Any], errs: list[str]) -> ProxyConfig:
     d = ProxyConfig()
+    if "replay_parameters" in t:
+        errs.append(
+            "proxy.replay_parameters: no longer used: every session setting a client makes is "
+            "replayed on the servers it gets; list parameters never to replay in replay_exclude"
+        )
+        t = {k: v for k, v in t.items() if k != "replay_parameters"}
     _check_keys(t, _PROXY_KEYS, "proxy", errs)
     host, port = _listen(t, "proxy", (d.listen_host, d.listen_port), errs)
     return ProxyConfig(
@@ -333,7 +348,7 @@ def _parse_proxy(t: Mapping[str, Any], errs: list[str]) -> ProxyConfig:
         ignore_startup_parameters=_names(
             t, "ignore_startup_parameters", "proxy", d.ignore_startup_parameters, errs
         ),
-        replay_parameters=_names(t, "replay_parameters", "proxy", d.replay_parameters, errs),
+        replay_exclude=_names(t, "replay_exclude", "proxy", d.replay_exclude, errs),
         # [proxy].max_client_conn is the proxy-wide limit, not a per-pool default.
         defaults=_parse_settings(t, PoolSettings(), "proxy", errs, skip={"max_client_conn"}),
     )
@@ -512,7 +527,7 @@ def _pool_name(t: Mapping[str, Any], key: str, seen: dict[str, str], errs: list[
         errs.append(f"{key}.name: required; clients use it as the database name")
         return None
     name = t["name"]
-    problem = validate_pool_name(name)
+    problem = validate_database_name(name)
     if problem:
         errs.append(f"{key}.name: {problem}")
         return None
@@ -536,7 +551,10 @@ def _parse_settings(
             continue
         default = getattr(base, name)
         if name == "session_state":
-            changes[name] = _choice(t, name, prefix, default, SESSION_STATE_POLICIES, errs)
+            if t[name] == "":  # by the pool's mode
+                changes[name] = ""
+            else:
+                changes[name] = _choice(t, name, prefix, default, SESSION_STATE_POLICIES, errs)
         elif f.type == "float":
             changes[name] = _duration(t, name, prefix, default, errs)
         elif f.type == "int":

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import struct
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pyproxy.errors import (
@@ -23,11 +24,20 @@ from pyproxy.net.copyflow import (
     drop_copy_leftovers,
     is_copy_leftover,
 )
+from pyproxy.net.requests import STATEMENT_BLOCK as _STATEMENT_BLOCK
+from pyproxy.net.requests import STATEMENT_HINT as _STATEMENT_HINT
 from pyproxy.net.requests import forward_slow
+from pyproxy.net.server import READBACK as SERVER_READBACK
 from pyproxy.net.server import SYNC as SERVER_SYNC
 from pyproxy.pool import params as P
-from pyproxy.pool.session_state import needs_analysis, parse_needs_analysis
-from pyproxy.pool.sqlscan import first_keywords
+from pyproxy.pool import settings as S
+from pyproxy.pool.aborted_block import AbortedBlock, message_end, opens_block
+from pyproxy.pool.session_state import (
+    needs_analysis,
+    needs_analysis_statement_mode,
+    parse_needs_analysis,
+    parse_needs_analysis_statement_mode,
+)
 from pyproxy.proto import messages as m
 from pyproxy.proto.framing import MessageFramer, StartupFramer, length_at
 
@@ -39,12 +49,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyproxy.client")
 _unpack_len = struct.Struct("!I").unpack_from
 
-STARTUP, AUTH, LOGIN, READY, WAITING, LINKED, CLOSED = range(7)
-_STATEMENT_BLOCK = "transaction blocks not allowed in statement pooling mode"
+STARTUP, AUTH, LOGIN, READY, WAITING, LINKED, CLOSED, BLOCKED = range(8)
 _ids = iter(range(1, 1 << 62))
 LARGE_MESSAGE = 64 * 1024  # incomplete messages above this size are collected without copies
 WAIT_BUFFER = 256 * 1024  # bytes a queued client may send before pyproxy stops reading it
 _TERMINATE_MSG = b"X\x00\x00\x00\x04"
+READY_ABORTED = b"Z\x00\x00\x00\x05E"
 MAX_GREETINGS = 64
 # A request whose server died without answering is sent again only if it was this recent:
 # a long-running statement whose backend was terminated may have been ended on purpose.
@@ -101,24 +111,32 @@ class ClientConn(asyncio.Protocol):
         "_tail",
         "address",
         "auth",
+        "block",
+        "check_state",
+        "checked",
         "connected_at",
+        "custom",
         "database",
+        "deferred",
         "framer",
         "id",
         "inspect",
         "key",
         "last_active",
         "mode",
+        "needs",
         "notified",
         "open_ext",
+        "options",
         "params",
+        "parse_needs",
         "peer",
         "pending_data",
+        "pinned",
         "pool",
         "proxy",
         "query_start",
         "reading_paused",
-        "replay",
         "reply_misses",
         "reply_shape",
         "retries",
@@ -127,6 +145,7 @@ class ClientConn(asyncio.Protocol):
         "server",
         "session_mode",
         "session_xact_start",
+        "settings",
         "startup",
         "state",
         "statement_mode",
@@ -182,7 +201,19 @@ class ClientConn(asyncio.Protocol):
         self.reply_shape: tuple[bytes, bytes, int, int, int, int] | None = None
         self.reply_misses = 0
         self.stmts: dict[bytes, Any] = {}  # client statement name -> shared Statement
-        self.replay: dict[str, str] = {}  # SET name = value re-applied on every server
+        # Session settings (see pyproxy.pool.settings): those read back after its transactions,
+        # those from its startup packet not yet applied, custom names it may have set, whether
+        # to read them back when the transaction ends, and whether PostgreSQL has checked its
+        # startup values (until then its first alignment is a round trip).
+        self.settings: dict[str, str] = {}
+        self.options: dict[str, str] = {}
+        self.custom: set[str] = set()
+        self.check_state = False
+        self.checked = False
+        # What keeps this client on its server (session_state = "pin"), e.g. ("LISTEN",).
+        self.pinned: tuple[str, ...] = ()
+        self.block: AbortedBlock | None = None  # statement mode: a refused transaction block
+        self.deferred = b""  # statement mode: bytes from a BEGIN on, until earlier answers come
         # The bytes of a request sent on a server outside a transaction, kept until the first
         # byte of its answer: if the server dies first, they are sent again on a new server
         # (``retries`` times at most). Session mode retries only the first request of a link.
@@ -191,6 +222,8 @@ class ClientConn(asyncio.Protocol):
         self.retry_ok = True
         self.track = False  # rewrite named prepared statements (transaction/statement mode)
         self.inspect = False  # look at queries for session-state statements
+        self.needs = needs_analysis  # the pre-check for a query's text (statement mode: its own)
+        self.parse_needs = parse_needs_analysis
 
     # ---- connection lifecycle ---------------------------------------------------------------
 
@@ -243,8 +276,13 @@ class ClientConn(asyncio.Protocol):
             return
         if self.session_mode:
             server.reset_sql = pool.settings.server_reset_query
-        if server.state == SERVER_SYNC:
-            server.client = None  # aligning parameters for us: released when that is done
+        elif self.pinned:
+            # What pinned it (LISTEN, temporary tables, ...) must not reach the next client.
+            server.reset_sql = "DISCARD ALL"
+            self.pinned = ()
+            pool.unpin(self)
+        if server.state in (SERVER_SYNC, SERVER_READBACK):
+            server.client = None  # running pyproxy's own query for us: released after it
             return
         server.unlink()
         pool.release(server)
@@ -284,11 +322,8 @@ class ClientConn(asyncio.Protocol):
         log.info("[c%d] invalid frontend message type %d", self.id, kind)
         self.fatal(ProtocolError(f"invalid frontend message type {kind}"))
 
-    def notice_unsafe(self, statement: str, why: str) -> None:
-        self.notice(
-            f"{statement} is unsafe in {self.mode} pooling mode: {why}",
-            hint="use SET LOCAL inside a transaction, or a session-mode pool",
-        )
+    def notice_unsafe(self, statement: str, why: str, hint: str) -> None:
+        self.notice(f"{statement} is unsafe in {self.mode} pooling mode: {why}", hint=hint)
 
     def notice(self, text: str, hint: str | None = None) -> None:
         if self.state != CLOSED:
@@ -312,7 +347,6 @@ class ClientConn(asyncio.Protocol):
 
     def _unlinked_data(self, data: bytes) -> None:
         state = self.state
-        checked = False
         if state == READY:
             if self._discard or self._tail or data[0] in COPY_IN_CODES:
                 if is_copy_leftover(self._tail or data, self._discard):
@@ -326,10 +360,9 @@ class ClientConn(asyncio.Protocol):
                     self.violation(data[0])
                     return
                 pool = self.pool
-                if self.statement_mode and data[0] == 81 and _starts_transaction(data):
-                    self._error_ready(PgError(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
+                if self.statement_mode and opens_block(data, 0):
+                    self._enter_aborted_block(data)
                     return
-                checked = True
                 if pool is not None:
                     if pool.waiters:
                         if pool.last_error is None and not pool.deleted and data[0] != 88:
@@ -343,7 +376,9 @@ class ClientConn(asyncio.Protocol):
                         return
         try:
             if state == READY:
-                self._request(data, checked)
+                self._request(data)
+            elif state == BLOCKED:
+                self._in_block(data)
             elif state == WAITING:
                 # Queued: keep what arrives, but stop reading once it is a lot.
                 self.pending_data.append(data)
@@ -430,36 +465,38 @@ class ClientConn(asyncio.Protocol):
         self.auth.start()
 
     def _startup_params(self, params: dict[str, str]) -> dict[str, str]:
-        """Tracked parameters from the startup packet and its ``options``; refuse the unknown."""
+        """The startup packet's session parameters, as PostgreSQL takes them: keys and
+        ``options=-c name=value`` items. Tracked (reported) parameters are returned; the others
+        go to ``options``, applied on the client's first server (a value PostgreSQL refuses ends
+        the login there); those in ``ignore_startup_parameters`` are dropped."""
         cfg = self.proxy.config.proxy
         tracked = self.proxy.tracked
         ignored = {k.lower() for k in cfg.ignore_startup_parameters}
         out: dict[str, str] = {}
+        items: list[tuple[str, str]] = []
         for key, value in params.items():
             low = key.lower()
             if low in ("user", "database") or low.startswith("_pq_."):
                 continue
-            if low == "options":
-                for name, val in P.parse_options(value).items():
-                    if name in tracked:
-                        out[name] = val
-                    elif "options" not in ignored and name not in ignored:
-                        raise PgError(
-                            PROTOCOL_VIOLATION,
-                            f"unsupported startup parameter in options: {name}",
-                            hint="only tracked session parameters may be set in "
-                            "options: " + ", ".join(sorted(tracked)),
-                            fatal=True,
-                        )
-            elif low in tracked:
-                out[low] = value
-            elif low not in ignored:
+            if low == "replication":
                 raise PgError(
                     PROTOCOL_VIOLATION,
-                    f"unsupported startup parameter: {key}",
-                    hint="add it to ignore_startup_parameters to accept and ignore it",
+                    "replication connections are not supported by pyproxy",
+                    hint="connect to PostgreSQL directly for replication",
                     fatal=True,
                 )
+            if low == "options":
+                if "options" not in ignored:
+                    items.extend(P.parse_options(value).items())
+            else:
+                items.append((low, value))
+        for name, value in items:
+            if name in ignored:
+                continue
+            if name in tracked:
+                out[name] = value
+            else:
+                self.options[name] = value
         return out
 
     def _auth_data(self, data: bytes) -> None:
@@ -497,6 +534,9 @@ class ClientConn(asyncio.Protocol):
         self.statement_mode = self.mode == "statement"
         self.track = not self.session_mode and pool.settings.max_prepared_statements > 0
         self.inspect = not self.session_mode
+        if self.statement_mode:
+            self.needs = needs_analysis_statement_mode
+            self.parse_needs = parse_needs_analysis_statement_mode
         if pool.welcome is None:
             return False
         self._greet(pool)
@@ -562,14 +602,14 @@ class ClientConn(asyncio.Protocol):
             or pool.waiters
             or pool.paused
             or self._tail
-            or self.replay
+            or self.options
         ):
             return False
         server = pool.idle[-1]
         now = time.monotonic()
         if (
             server.closed
-            or server.replayed
+            or self.settings != server.settings
             or self.params != server.tracked_values
             or 0 < pool.cfg.settings.server_check_delay < now - server.idle_since
         ):
@@ -584,20 +624,13 @@ class ClientConn(asyncio.Protocol):
         self.data_received(data)
         return True
 
-    def _request(self, data: bytes, checked: bool = False) -> None:
-        """A request while no server is linked: queue it and ask the pool for a server.
-
-        ``checked``: the statement-mode BEGIN check already ran on ``data``.
-        """
+    def _request(self, data: bytes) -> None:
+        """A request while no server is linked: queue it and ask the pool for a server."""
         if self._tail:
             joined = self._joined(data)
             if joined is None:
                 return
             data = joined
-            checked = False
-        if not checked and self.statement_mode and data[:1] == b"Q" and _starts_transaction(data):
-            self._error_ready(PgError(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK))
-            return
         if data[:1] == b"X":
             self.transport.close()
             return
@@ -617,23 +650,74 @@ class ClientConn(asyncio.Protocol):
             return
         self.server = server
         server.pending = 0
-        if self.params == server.tracked_values and not self.replay and not server.replayed:
+        if (
+            self.params == server.tracked_values
+            and self.settings == server.settings
+            and not self.options
+        ):
             server.link(self, None)  # nothing to align: the usual case
             self.server_ready()
             return
-        sql = ""
+        sql, wait = self._alignment(server)
+        server.link(self, sql or None, wait)
+        if not sql or not wait:
+            self.server_ready()  # nothing to wait for: the request follows at once
+
+    def _alignment(self, server: ServerConn) -> tuple[str, bool]:
+        """What makes ``server``'s session this client's: SETs of tracked parameters, then its
+        other settings; and whether to wait for the answer before sending the client's
+        request (values PostgreSQL has not checked yet: an error ends the client's login)."""
+        parts = []
+        wait = False
         if self.params != server.tracked_values:
             diff = P.differences(self.params, server.params, self.proxy.tracked)
             if diff:
-                sql = P.set_statements(diff)
+                parts.append(P.set_statements(diff))
+                wait = not self.checked
             else:  # equal but spelled differently: adopt the server's spelling
                 self.params.update(server.tracked_values)
-        if self.replay or server.replayed:
-            sql = _join_sql(sql, P.replay_statements(self.replay, server.replayed))
-            server.replayed = dict(self.replay)
-        server.link(self, sql or None)
-        if not sql:
-            self.server_ready()
+        if self.options:
+            parts.append(S.apply_sql({}, server.settings))
+            parts.append(S.startup_sql(self.options))
+            parts.append(self._state_sql(server))
+            wait = True
+        elif self.settings != server.settings:
+            parts.append(S.apply_sql(self.settings, server.settings))
+            server.settings = dict(self.settings)
+        return ";".join(p for p in parts if p), wait
+
+    def _state_sql(self, server: ServerConn) -> str:
+        custom = self.custom | {name for name in self.options if "." in name}
+        return S.state_query(custom, self.proxy.excluded, server.pool_login_user())
+
+    def aligned(self, rows: list[list[str | None]]) -> None:
+        """PostgreSQL took this client's values; ``rows`` read back its settings if its startup
+        options were applied."""
+        self.checked = True
+        if self.options:
+            self.options = {}
+            self._adopt(S.parse_state(rows, self.proxy.tracked))
+
+    def _adopt(self, state: S.SessionState) -> None:
+        """The session state read back from the linked server: its settings are the client's,
+        and under session_state = "pin" what cannot be replayed keeps the server."""
+        server = self.server
+        assert server is not None
+        self.settings = state.settings
+        server.settings = dict(state.settings)
+        self.custom &= set(state.settings)
+        pool = self.pool
+        if pool is None:
+            return
+        if state.kept and pool.session_policy == "pin":
+            if not self.pinned:
+                pool.pin(self)
+                log.info("[c%d] pinned to s%d: %s", self.id, server.id, ", ".join(state.kept))
+            self.pinned = state.kept
+        elif self.pinned and not state.kept:
+            self.pinned = ()
+            pool.unpin(self)
+            log.info("[c%d] no longer pinned", self.id)
 
     def server_ready(self) -> None:
         self.state = LINKED
@@ -681,7 +765,7 @@ class ClientConn(asyncio.Protocol):
             and n > 5
             and _unpack_len(data, 1)[0] == n - 1
             and n - 1 <= server.max_packet
-            and not (self.inspect and needs_analysis(data, 5, n))
+            and not (self.inspect and self.needs(data, 5, n))
         ):
             # The commonest request: exactly one simple Query that needs no closer look.
             server.pending += 1
@@ -769,7 +853,7 @@ class ClientConn(asyncio.Protocol):
             elif kind == _PARSE:
                 if inspect and (
                     (name_end := data.find(0, off + 5, end)) < 0
-                    or parse_needs_analysis(data, name_end + 1, end)
+                    or self.parse_needs(data, name_end + 1, end)
                 ):
                     break  # a Parse that may touch session state (or is malformed): inspect it
                 open_ext = True
@@ -782,7 +866,7 @@ class ClientConn(asyncio.Protocol):
                 if track and data[off + 5] == 83 and data[off + 6] != 0:
                     break
             elif kind == _QUERY:
-                if inspect and needs_analysis(data, off + 5, end):
+                if inspect and self.needs(data, off + 5, end):
                     break
                 odd = True
                 pending += 1
@@ -923,51 +1007,170 @@ class ClientConn(asyncio.Protocol):
                 self.transport.write(reply)
             return
         pool = self.pool
+        if pool is not None:
+            pool.xact_count += 1
+            if self.check_state or self.pinned or self.deferred:
+                self._state_first(server, reply)
+                return
+        self._let_go(server, pool, reply)
+
+    def _let_go(self, server: ServerConn, pool: Pool | None, reply: bytes) -> None:
+        """``release_server`` once the transaction is counted: keep the server while nobody
+        waits, pass it to the next queued client, or return it."""
         now = server.ready_at
         self.last_active = now
         if pool is None:
             if reply:
                 self.transport.write(reply)
-        else:
-            pool.xact_count += 1
-            if server.status == 73 and not self._skip and not server.stale:
-                if pool.waiters:
-                    # Under load: straight to the next queued client, whose request is sent
-                    # before this client's reply so that PostgreSQL gets to work sooner.
-                    self.server = None
-                    self.state = READY
-                    server.unlink()
-                    pool.hand_over(server, now)
-                    if reply:
-                        self.transport.write(reply)
-                    return
+        elif server.status == 73 and not self._skip and not server.stale:
+            if pool.waiters:
+                # Under load: straight to the next queued client, whose request is sent
+                # before this client's reply so that PostgreSQL gets to work sooner.
+                self.server = None
+                self.state = READY
+                server.unlink()
+                pool.hand_over(server, now)
                 if reply:
                     self.transport.write(reply)
-                if pool.may_hold(server):
-                    # Nobody waits: keep the server until this client's next transaction,
-                    # unless another client needs it first (the pool takes it back) or it
-                    # idles too long.
-                    server.held = True
-                    pool.held.add(server)
-                    return
-            elif reply:
+                self._refuse_deferred()
+                return
+            if reply:
                 self.transport.write(reply)
+            if not self.deferred and pool.may_hold(server):
+                # Nobody waits: keep the server until this client's next transaction,
+                # unless another client needs it first (the pool takes it back) or it
+                # idles too long.
+                server.held = True
+                pool.held.add(server)
+                return
+        elif reply:
+            self.transport.write(reply)
         self.server = None
         self.state = READY
         if self._skip:  # released inside a CopyData the server no longer wants
             self._discard, self._skip = self._skip, 0
             server.stale |= not complete_cut_copy_data(server, self._discard)
         if server.status != 73:
-            # Statement mode saw BEGIN (or a multi-statement transaction): the release path
-            # rolls it back; the client is told it was refused.
-            self.transport.write(
-                m.error_response(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK) + m.READY_IDLE
-            )
+            # Statement mode: a transaction block opened where pyproxy could not see it
+            # coming. The release path rolls it back; the client is in an aborted block.
+            self._enter_aborted_block()
         server.unlink()
         if pool is None:
             server.close("pool gone")
         else:
             pool.release(server, now=now)
+        self._refuse_deferred()
+
+    def _refuse_deferred(self) -> None:
+        if self.deferred:
+            rest, self.deferred = self.deferred, b""
+            self._enter_aborted_block(rest)
+
+    def _state_first(self, server: ServerConn, reply: bytes) -> None:
+        """The transaction is over, but more than the pool mode decides what happens to the
+        server: its session state must be read back first (settings may have changed, a pin
+        may hold or end), the client is pinned to it, or a deferred BEGIN waits."""
+        if reply:
+            self.transport.write(reply)
+        self.last_active = server.ready_at
+        if self.check_state and server.status == 73:
+            self.check_state = False
+            server.read_state(self._state_sql(server), partial(self._state_read, server))
+        elif self.pinned:
+            self._refuse_deferred()  # the client keeps its server through the block
+        else:
+            self._let_go(server, self.pool, b"")
+
+    def _state_read(
+        self, server: ServerConn, error: dict[str, str] | None, rows: list[list[str | None]]
+    ) -> None:
+        """``read_state`` answered: adopt the state, then let the server go if the client is
+        not pinned and has sent nothing meanwhile."""
+        if self.server is not server or self.state == CLOSED:
+            server.relink()  # the client left or lost the server meanwhile
+            return
+        if error is None:
+            self._adopt(S.parse_state(rows, self.proxy.tracked))
+        else:
+            log.warning("[c%d] could not read the session state: %s", self.id, error.get("M"))
+        server.relink()
+        if server.pending > 0 or self.open_ext or self.check_state:
+            return  # the client sent more meanwhile: its end decides
+        if self.pinned:
+            self._refuse_deferred()
+        else:
+            self._let_go(server, self.pool, b"")
+
+    def defer(self, rest: bytes, server: ServerConn) -> None:
+        """Statement mode: ``rest`` opens a transaction block after requests already sent; it
+        is refused once their answers are in (``_let_go``), or now if none are pending."""
+        self.deferred = rest
+        if server.pending <= 0 and not self.open_ext:
+            self.deferred = b""
+            self._enter_aborted_block(rest)
+
+    def _enter_aborted_block(self, rest: bytes = b"") -> None:
+        """Statement mode refuses a transaction block (``rest`` starts with the Query or Parse
+        that opens it) and leaves the client in an aborted block, answered by pyproxy until
+        COMMIT or ROLLBACK (see pyproxy.pool.aborted_block)."""
+        self._drop_server()
+        block = self.block = AbortedBlock()
+        self.state = BLOCKED
+        refusal = m.error_response(ACTIVE_SQL_TRANSACTION, _STATEMENT_BLOCK, hint=_STATEMENT_HINT)
+        if rest[:1] == b"P":  # extended protocol: the rest up to Sync is skipped
+            block.skipping = True
+            self.transport.write(refusal)
+        else:
+            self.transport.write(refusal + READY_ABORTED)
+        if rest:
+            rest = rest[message_end(rest) :]
+            if rest:
+                self._in_block(rest)
+
+    def _in_block(self, data: bytes) -> None:
+        """Client messages while its refused transaction block lasts."""
+        if self._tail:
+            data = bytes(self._tail) + data
+            self._tail = b""
+        block = self.block
+        assert block is not None
+        reply, used = block.feed(data)
+        if reply:
+            self.transport.write(reply)
+        rest = data[used:]
+        if block.ended:
+            self.block = None
+            self.state = LINKED if self.server is not None else READY
+            if rest:
+                self.data_received(rest)
+        elif rest[:1] == b"X":
+            self.transport.close()
+        elif rest:
+            self._keep(rest, 0)
+
+    def _drop_server(self) -> None:
+        """Give back a server this client holds with nothing pending (kept between
+        transactions, or linked); a pinned client keeps its server."""
+        server = self.server
+        if server is None or self.pinned:
+            return
+        pool = server.pool
+        self.server = None
+        if server.held:
+            server.held = False
+            if pool is not None:
+                pool.held.discard(server)
+        server.unlink()
+        if pool is not None:
+            pool.release(server)
+        else:
+            server.close("pool gone")
+
+    def pin_description(self) -> str:
+        """Who this pinned client is and what pins it, for NOTICEs and logs."""
+        app = self.params.get("application_name")
+        named = f", application_name {app!r}" if app else ""
+        return f"client {self.id} ({self.user}@{self.peer}{named}: {', '.join(self.pinned)})"
 
     def detach_held(self) -> None:
         """The pool takes back the server this client kept between transactions."""
@@ -1092,18 +1295,6 @@ def _count_requests(data: bytes) -> int:
             count += 1
         off += 1 + _unpack_len(data, off + 1)[0]
     return count
-
-
-def _starts_transaction(data: bytes) -> bool:
-    """Does a simple Query begin with BEGIN or START TRANSACTION (comments skipped)?"""
-    if len(data) < 6:
-        return False
-    head = data[5:10].lower()
-    if head[:1].isalpha() and head != b"begin" and head != b"start":
-        return False  # starts with another keyword: no need to tokenize
-    sql = data[5 : 1 + _unpack_len(data, 1)[0]].rstrip(b"\x00").decode("utf-8", "replace")
-    words = first_keywords(sql, 2)
-    return bool(words) and (words[0] == "begin" or words[:2] == ["start", "transaction"])
 
 
 def _encoding_name(value: str) -> str:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from pyproxy.errors import ACTIVE_SQL_TRANSACTION, FEATURE_NOT_SUPPORTED
 from pyproxy.pool import prepared as ps
+from pyproxy.pool.aborted_block import opens_block, starts_block
 from pyproxy.pool.params import quote_literal
 from pyproxy.pool.session_state import Analysis, analyze, needs_analysis
 from pyproxy.pool.sqlscan import split_statements
@@ -22,12 +24,18 @@ from pyproxy.proto import messages as m
 from pyproxy.proto.framing import length_at
 
 FRONTEND_TYPES = frozenset(b"BCDEFHPQSXcdf")  # what a logged-in frontend may send
+STATEMENT_BLOCK = (
+    "transaction blocks are not allowed in statement pooling mode: use a pool in session or "
+    "transaction mode"
+)
+STATEMENT_HINT = (
+    "this transaction is aborted: every statement fails until ROLLBACK (or COMMIT), as after "
+    "an error; pg_dump and pg_restore need a session or transaction pool"
+)
 
 if TYPE_CHECKING:
     from pyproxy.net.client import ClientConn
     from pyproxy.net.server import ServerConn
-
-_HINT = "Use a session-mode pool for this, or SET LOCAL inside a transaction."
 
 
 def forward_slow(client: ClientConn, server: ServerConn, data: bytes, off: int) -> None:
@@ -57,6 +65,16 @@ def forward_slow(client: ClientConn, server: ServerConn, data: bytes, off: int) 
             out.append(data[run:off])
             st.write(b"".join(out))
             client.violation(t)
+            return
+        if (
+            client.statement_mode
+            and (t == 81 or (t == 80 and not client.open_ext))
+            and opens_block(data, off)
+        ):
+            # A transaction block in statement mode: refused once what came before is answered.
+            out.append(data[run:off])
+            st.write(b"".join(out))
+            client.defer(data[off:], server)
             return
         if t == 69:  # Execute
             client.open_ext = True
@@ -167,13 +185,23 @@ def _parse(
     seg = sts.sent_seg
     name, after = ps.split_name(body)
     rest = body[after:]
+    if client.statement_mode and starts_block(
+        rest[: rest.find(b"\x00")].decode("utf-8", "replace")
+    ):
+        # BEGIN inside an extended-protocol batch already under way: prepared as a refusal.
+        query = refusal_sql(STATEMENT_BLOCK, STATEMENT_HINT, ACTIVE_SQL_TRANSACTION).encode()
+        raw = ps.frame(b"P", name + b"\x00" + ps.parse_rest_with_query(rest, query))
+        if client.track:
+            sts.queue.append((ps.FORWARD, seg, None))
+        out.append(raw)
+        return
     if not name or not client.track:
         # Runs where it is sent: check it now; a refused one is prepared as the refusal.
         result = _inspect(client, server, rest)
         if result is not None:
             refusal = _decide(client, server, result)
             if refusal is not None:
-                query = refusal_sql(refusal, _HINT).encode()
+                query = refusal_sql(*refusal).encode()
                 raw = ps.frame(b"P", name + b"\x00" + ps.parse_rest_with_query(rest, query))
             else:
                 _apply(client, server, result)
@@ -225,7 +253,7 @@ def _bind(
     if result is not None:
         refusal = _decide(client, server, result)
         if refusal is not None:
-            _bind_refusal(client, server, portal, refusal_sql(refusal, _HINT), out)
+            _bind_refusal(client, server, portal, refusal_sql(*refusal), out)
             return
     _ensure(server, stmt, out)
     out.append(ps.bind_with(portal, stmt.name, rest))
@@ -281,9 +309,7 @@ def _inspect(client: ClientConn, server: ServerConn, rest: bytes) -> Analysis | 
     if not needs_analysis(rest, 0, end):
         return None
     sql = rest[:end].decode("utf-8", "replace")
-    return _relevant(
-        analyze(sql, server.status != 73, client.proxy.replayable, client.proxy.tracked)
-    )
+    return _relevant(analyze(sql, server.status != 73, client.proxy.excluded, client.proxy.tracked))
 
 
 def _statement_analysis(
@@ -298,60 +324,66 @@ def _statement_analysis(
             stmt.analyses = [None, None]
             return None
         sql = stmt.query.decode("utf-8", "replace")
-        replayable, tracked = client.proxy.replayable, client.proxy.tracked
+        excluded, tracked = client.proxy.excluded, client.proxy.tracked
         cached = stmt.analyses = [
-            _relevant(analyze(sql, False, replayable, tracked)),
-            _relevant(analyze(sql, True, replayable, tracked)),
+            _relevant(analyze(sql, False, excluded, tracked)),
+            _relevant(analyze(sql, True, excluded, tracked)),
         ]
     return cached[server.status != 73]
 
 
 def _relevant(result: Analysis) -> Analysis | None:
-    return result if result.findings or result.replay or result.deallocate else None
+    return result if result else None
 
 
-def _decide(client: ClientConn, server: ServerConn, result: Analysis) -> str | None:
-    """Apply the pool's policy to the findings: warn (and count) or return a refusal message.
+def _decide(client: ClientConn, server: ServerConn, result: Analysis) -> tuple[str, str] | None:
+    """Apply the pool's policy to the findings: pin, warn (and count), or return a refusal
+    (message, hint).
 
-    A statement that is not refused has its effects recorded (replay, deallocations) by the
-    caller, after the message that runs it.
+    A statement that is not refused has its effects recorded (settings to read back, pins to
+    check, deallocations) by the caller, after the message that runs it. SET ROLE and SET
+    SESSION AUTHORIZATION are never replayed silently: refused unless the pool pins.
     """
     if not result.findings:
         return None
     pool = client.pool
-    policy = pool.settings.session_state if pool is not None else "allow"
-    if policy == "allow":
-        return None
+    policy = pool.session_policy if pool is not None else "allow"
     first = result.findings[0]
-    if policy == "error":
+    role = next((f for f in result.findings if f.kind == "role"), None)
+    if policy == "pin":
+        client.check_state = True  # pinned at the end of the transaction if the state stays
+        return None
+    if policy == "error" or role is not None:
+        refused = role or first
         if pool is not None:
             pool.stats["session_state_errors"] += len(result.findings)
-        return f"{first.statement} is not allowed in {client.mode} pooling mode: {first.why}"
+        return (
+            f"{refused.statement} is not allowed in {client.mode} pooling mode: {refused.why}",
+            refused.hint,
+        )
+    if policy == "allow":
+        return None
     if pool is not None:
         pool.stats["session_state_warnings"] += len(result.findings)
     for f in result.findings:
-        client.notice_unsafe(f.statement, f.why)
+        client.notice_unsafe(f.statement, f.why, f.hint)
     return None
 
 
 def _apply(client: ClientConn, server: ServerConn, result: Analysis) -> None:
-    """Record what a statement that runs does to the client's session: replay, deallocations."""
+    """Record what a statement that runs does to the client's session: settings to read back
+    at the end of the transaction, a pin to check again, deallocations."""
     for target in result.deallocate:
         if target is None or target == "all":
             client.stmts.clear()
             server.stmts.forget_all()
         else:
             client.stmts.pop(target.encode(), None)
-    for action, name, value in result.replay:
-        if action == "set" and value is not None:
-            client.replay[name] = value
-            server.replayed[name] = value
-        elif action == "reset":
-            client.replay.pop(name, None)
-            server.replayed.pop(name, None)
-        else:
-            client.replay.clear()
-            server.replayed.clear()
+    if result.settings:
+        client.check_state = True
+        client.custom |= result.custom
+    if result.undo and client.pinned:
+        client.check_state = True
 
 
 def _query(
@@ -360,10 +392,10 @@ def _query(
     raw = data[off:end]
     if client.inspect and needs_analysis(data, off + 5, end):
         sql = data[off + 5 : end - 1].decode("utf-8", "replace")
-        result = analyze(sql, server.status != 73, client.proxy.replayable, client.proxy.tracked)
+        result = analyze(sql, server.status != 73, client.proxy.excluded, client.proxy.tracked)
         refusal = _decide(client, server, result)
         if refusal is not None:
-            raw = m.query(refusal_sql(refusal, _HINT))
+            raw = m.query(refusal_sql(*refusal))
         elif client.track and _deallocate_client_statement(client, server, sql, result, out):
             raw = m.query(f"DEALLOCATE {_DEALLOCATE_NAME}")
         else:
@@ -387,7 +419,7 @@ def _deallocate_client_statement(
     cannot meet an aborted transaction.
     """
     target = result.deallocate[0] if len(result.deallocate) == 1 else None
-    if target is None or target == "all" or result.findings or result.replay:
+    if target is None or target == "all" or result.findings or result.settings:
         return False
     name = target.encode()
     if name not in client.stmts or server.pending or client.open_ext or server.status == 69:
@@ -413,6 +445,7 @@ def raise_sql(sqlstate: str, message: str, hint: str | None = None) -> str:
     )
 
 
-def refusal_sql(message: str, hint: str) -> str:
-    """A statement the server answers with ERROR 0A000 in the right place of the stream."""
-    return raise_sql("0A000", message, hint)
+def refusal_sql(message: str, hint: str, sqlstate: str = FEATURE_NOT_SUPPORTED) -> str:
+    """A statement the server answers with ERROR ``sqlstate`` (0A000 by default) in the right
+    place of the stream."""
+    return raise_sql(sqlstate, message, hint)

@@ -31,7 +31,7 @@ log = logging.getLogger("pyproxy.server")
 _unpack_len = struct.Struct("!I").unpack_from
 
 # States
-LOGIN, IDLE, LINKED, SYNC, RESET, CHECK, ROLLBACK, CLOSED = range(8)
+LOGIN, IDLE, LINKED, SYNC, RESET, CHECK, ROLLBACK, CLOSED, READBACK = range(9)
 _PASSTHROUGH = frozenset(b"Dd")  # types whose partial bodies may be forwarded as they arrive
 _DYING = (b"FATAL", b"PANIC")
 # Reply messages that complete nothing: while a reply holds only these, a FATAL after them
@@ -103,6 +103,7 @@ class ServerConn(asyncio.Protocol):
         "_scram",
         "_skip",
         "_swallow_error",
+        "_swallow_rows",
         "_tail",
         "cancels",
         "client",
@@ -120,9 +121,9 @@ class ServerConn(asyncio.Protocol):
         "pid",
         "pool",
         "ready_at",
-        "replayed",
         "reset_sql",
         "secret",
+        "settings",
         "stale",
         "state",
         "status",
@@ -156,7 +157,7 @@ class ServerConn(asyncio.Protocol):
         self.ready_at = now
         self.max_packet = max_packet
         self.stmts = ServerStatements(max(pool.settings.max_prepared_statements, 1))
-        self.replayed: dict[str, str] = {}
+        self.settings: dict[str, str] = {}  # session settings changed since login (see settings)
         self.reset_sql = ""  # to run before another client may have it (see Pool.release)
         self.cancels = 0  # cancel requests forwarded for it, not yet closed by PostgreSQL
         # 1 + the ReadyForQuery count when it announced COPY IN (CopyInResponse), 0 when
@@ -175,6 +176,7 @@ class ServerConn(asyncio.Protocol):
         self._paused_client: ClientConn | None = None
         self._after_swallow: Any = None
         self._swallow_error: dict[str, str] | None = None
+        self._swallow_rows: list[list[str | None]] = []
 
     def _set_param(self, name: str, value: str) -> str:
         key = name.lower()
@@ -277,17 +279,22 @@ class ServerConn(asyncio.Protocol):
 
     # ---- linking ----------------------------------------------------------------------------
 
-    def link(self, client: ClientConn, sync_sql: str | None) -> None:
-        """Attach ``client``; with ``sync_sql`` first align session parameters (responses eaten)."""
+    def link(self, client: ClientConn, sync_sql: str | None, wait: bool = True) -> None:
+        """Attach ``client``; with ``sync_sql`` first align its session (responses unseen).
+
+        ``wait``: the client's requests follow once the alignment is answered (its startup
+        values are checked by PostgreSQL, an error ends its login); otherwise they are sent
+        right behind it, and the relay starts after its ReadyForQuery.
+        """
         self.client = client
         self.link_gen += 1
         if sync_sql:
             self.state = SYNC
-            self._swallow(sync_sql, self._sync_done)
+            self._swallow(sync_sql, self._sync_done if wait else self._aligned)
         else:
             self.state = LINKED
 
-    def _sync_done(self, error: dict[str, str] | None) -> None:
+    def _sync_done(self, error: dict[str, str] | None, rows: list[list[str | None]]) -> None:
         client = self.client
         if error is not None:
             log.warning("[s%d] could not apply session parameters: %s", self.id, error.get("M"))
@@ -301,16 +308,48 @@ class ServerConn(asyncio.Protocol):
                 self.pool.release(self)
             return
         self.state = LINKED
+        client.aligned(rows)
         client.server_ready()
+
+    def _aligned(self, error: dict[str, str] | None, rows: list[list[str | None]]) -> None:
+        """A pipelined alignment is answered: what follows answers the client."""
+        if error is not None:
+            log.warning("[s%d] could not align session settings: %s", self.id, error.get("M"))
+        if self.client is None:  # the client left meanwhile (with nothing sent)
+            self.state = IDLE
+            if self.pool is not None:
+                self.pool.release(self)
+            return
+        self.state = LINKED
+
+    def read_state(self, sql: str, then: Any) -> None:
+        """Run ``sql`` for the linked client, unseen by it and before anything it sends next;
+        ``then(error, rows)`` gets its answer and puts the link back (``relink``)."""
+        self.state = READBACK
+        self._swallow(sql, then)
+
+    def relink(self) -> None:
+        """After ``read_state``: relay to the client again, or go back to the pool if it left."""
+        if self.client is not None:
+            self.state = LINKED
+        else:
+            self.state = IDLE
+            if self.pool is not None:
+                self.pool.release(self)
 
     def unlink(self) -> None:
         self.client = None
         self.state = IDLE
 
+    def pool_login_user(self) -> str:
+        return self.pool.login_user if self.pool is not None else ""
+
     def _swallow(self, sql: str, then: Any) -> None:
-        """Send a simple query whose responses the client must not see; call ``then(error)``."""
+        """Send a simple query whose responses the client must not see; call
+        ``then(error, rows)`` with its first error and its rows."""
         self._after_swallow = then
         self._swallow_error = None
+        self._swallow_rows = []
         assert self.transport is not None
         self.transport.write(m.query(sql))
 
@@ -321,11 +360,15 @@ class ServerConn(asyncio.Protocol):
         self.state = ROLLBACK if sql == "ROLLBACK" else RESET
         self._swallow(sql, self._cleaned)
 
-    def _cleaned(self, error: dict[str, str] | None) -> None:
+    def _cleaned(self, error: dict[str, str] | None, rows: list[list[str | None]]) -> None:
+        was_reset = self.state == RESET
         self.state = IDLE
         if error is not None or self.status != 73:
             self.close(f"{'rollback' if self.status != 73 else 'reset'} failed")
             return
+        if was_reset:  # e.g. DISCARD ALL: settings and prepared statements are gone
+            self.settings = {}
+            self.stmts.forget_all()
         if self.pool is not None:
             self.pool.release(self)
 
@@ -347,7 +390,7 @@ class ServerConn(asyncio.Protocol):
                         break
             except PgError as exc:
                 self._fail_login(exc)
-        elif state in (SYNC, RESET, CHECK, ROLLBACK):
+        elif state in (SYNC, RESET, CHECK, ROLLBACK, READBACK):
             self._swallowed(data)
         elif state == IDLE:
             self._idle_data(data)
@@ -391,18 +434,23 @@ class ServerConn(asyncio.Protocol):
                 self._tail = data[end:]
                 then, self._after_swallow = self._after_swallow, None
                 if then is not None:
-                    then(self._swallow_error)
+                    then(self._swallow_error, self._swallow_rows)
                 if self._tail and self.state == LINKED:
                     rest, self._tail = self._tail, b""
                     self.data_received(rest)
                 return
-            if t == 83:
+            if t == 68:
+                self._swallow_rows.append(m.parse_data_row(data[off + 5 : end]))
+            elif t == 83:
                 name, value = m.parse_parameter_status(data[off + 5 : end])
                 key = self._set_param(name, value)
                 if self.client is not None and key in self.tracked_keys:
                     self.client.params[key] = value
             elif t == 69 and self._swallow_error is None:
                 self._swallow_error = m.parse_fields(data[off + 5 : end])
+            elif t == 78:
+                fields = m.parse_fields(data[off + 5 : end])
+                log.warning("[s%d] %s", self.id, fields.get("M", "?"))
 
     def data_received(self, data: bytes) -> None:
         """Hot path: forward to the client, watching ReadyForQuery, ParameterStatus, errors
@@ -633,7 +681,7 @@ class ServerConn(asyncio.Protocol):
             pool.grow()  # after the client, which may have taken the dead server's place
         then, self._after_swallow = self._after_swallow, None
         if then is not None and not was_login:
-            then({"C": CONNECTION_FAILURE, "M": "server connection lost"})
+            then({"C": CONNECTION_FAILURE, "M": "server connection lost"}, [])
 
     def close(self, reason: str = "") -> None:
         if self.closed:

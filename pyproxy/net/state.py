@@ -39,7 +39,7 @@ class ProxyState:
         self.clients: set[ClientConn] = set()
         self.cancel_keys: dict[tuple[int, int], ClientConn] = {}
         self.tracked = P.tracked_set(config.proxy.track_extra_parameters)
-        self.replayable = frozenset(n.lower() for n in config.proxy.replay_parameters)
+        self.excluded = frozenset(n.lower() for n in config.proxy.replay_exclude)
         self.statements = StatementRegistry()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._secrets: dict[tuple[str, str, str], str] = {}
@@ -51,7 +51,7 @@ class ProxyState:
     def reconfigure(self, config: Config) -> None:
         self.config = config
         self.tracked = P.tracked_set(config.proxy.track_extra_parameters)
-        self.replayable = frozenset(n.lower() for n in config.proxy.replay_parameters)
+        self.excluded = frozenset(n.lower() for n in config.proxy.replay_exclude)
         self._secrets.clear()
         limits = (config.proxy.auth_failure_limit, config.proxy.auth_failure_window)
         if (self.throttle.limit, self.throttle.window) != limits:

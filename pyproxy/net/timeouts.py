@@ -54,8 +54,8 @@ def check_client(client: ClientConn, now: float) -> None:
                 )
             )
             return
-    elif client.session_mode:
-        # A session-mode client keeps its server while idle between transactions.
+    elif client.session_mode or client.pinned:
+        # A session-mode (or pinned) client keeps its server while idle between transactions.
         client.session_xact_start = 0.0
         if (
             s.client_idle_timeout > 0
@@ -67,7 +67,7 @@ def check_client(client: ClientConn, now: float) -> None:
     if s.transaction_timeout <= 0:
         return
     started = client.xact_start
-    if client.session_mode:
+    if client.session_mode or client.pinned:
         # The server stays linked across transactions, so find where this one began.
         if server.status == _IDLE:
             # No transaction block: the statement running now (a transaction of its own) was

@@ -179,6 +179,7 @@ class PoolManager:
             "sv_being_canceled": 0,
             "sv_login": 0,
             "sv_total": 0,
+            "cl_pinned": 0,
         }
         for live in self.live_pools(name):
             for k, v in live.snapshot().items():

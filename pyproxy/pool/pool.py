@@ -127,6 +127,8 @@ class Pool:
         self.checking: set[Any] = set()  # active servers running the health check
         self.held: set[Any] = set()  # active servers kept by their client between transactions
         self.canceling: set[Any] = set()  # active servers waiting for their cancels to land
+        self.pinned: set[Any] = set()  # clients pinned to their server (session_state = "pin")
+        self.pins = 0  # clients pinned so far
         self._last_lifetime_close = 0.0
         self._restate()
 
@@ -178,11 +180,35 @@ class Pool:
     def settings(self) -> PoolSettings:
         return self.cfg.settings
 
+    @property
+    def session_policy(self) -> str:
+        """session_state as it applies: "pin" for transaction pools and "warn" for statement
+        pools unless the configuration says otherwise."""
+        policy = self.cfg.settings.session_state
+        if policy:
+            return policy
+        return "warn" if self.cfg.mode == "statement" else "pin"
+
+    def pin(self, client: Any) -> None:
+        self.pinned.add(client)
+        self.pins += 1
+
+    def unpin(self, client: Any) -> None:
+        self.pinned.discard(client)
+
+    def pins_held(self) -> str:
+        """Which pinned clients hold servers of this pool, for the clients waiting behind them."""
+        pinned = sorted(self.pinned, key=lambda c: c.id)
+        named = ", ".join(c.pin_description() for c in pinned[:5])
+        more = f" and {len(pinned) - 5} more" if len(pinned) > 5 else ""
+        return f"{len(pinned)} of its {self.cfg.size} servers are pinned to {named}{more}"
+
     def counters(self) -> dict[str, float]:
         return {
             "xact_count": self.xact_count,
             "wait_count": self.wait_count,
             "wait_time": self.wait_time,
+            "session_state_pins": self.pins,
             **self.stats,
         }
 
@@ -594,8 +620,12 @@ class Pool:
 
     def _check_waiters(self, s: PoolSettings, now: float) -> None:
         """Queued clients: query_timeout and query_wait_timeout end the wait, query_wait_notify
-        tells the client once why it waits."""
-        limits = [t for t in (s.query_timeout, s.query_wait_timeout, s.query_wait_notify) if t > 0]
+        tells the client once why it waits (and which pinned clients hold servers; with pins
+        and no query_wait_notify, at half the query_wait_timeout)."""
+        notify = s.query_wait_notify
+        if not notify and self.pinned:
+            notify = s.query_wait_timeout / 2
+        limits = [t for t in (s.query_timeout, s.query_wait_timeout, notify) if t > 0]
         if not limits:
             return
         first = min(limits)
@@ -622,9 +652,13 @@ class Pool:
             else:
                 if not w.notified:
                     w.notified = True
-                    w.notice(
+                    text = (
                         f'No server connection available in pool "{self.name}", client being queued'
                     )
+                    if self.pinned:
+                        text += "; " + self.pins_held()
+                        log.warning("pool %s: clients wait; %s", self.name, self.pins_held())
+                    w.notice(text)
                 continue
             self.waiters.remove(w)
             w.on_wait_error(error)
@@ -667,4 +701,5 @@ class Pool:
             "sv_being_canceled": len(self.canceling),
             "sv_login": self.connecting,
             "sv_total": self.total,
+            "cl_pinned": len(self.pinned),
         }

@@ -116,6 +116,10 @@ def error_response(
     return message(b"E", _fields(severity, code, text, detail, hint))
 
 
+def command_complete(tag: str) -> bytes:
+    return message(b"C", cstr(tag))
+
+
 def notice_response(
     text: str, *, code: str = "01000", detail: str | None = None, hint: str | None = None
 ) -> bytes:
@@ -181,3 +185,19 @@ def parse_sasl_initial(body: bytes | memoryview) -> tuple[str, bytes]:
     if length >= 0 and len(payload) != length:
         raise ValueError("SASLInitialResponse length mismatch")
     return mech, payload
+
+
+def parse_data_row(body: bytes) -> list[str | None]:
+    """A DataRow's values as text (NULL as None)."""
+    count = struct.unpack_from("!H", body)[0]
+    off = 2
+    out: list[str | None] = []
+    for _ in range(count):
+        n = struct.unpack_from("!i", body, off)[0]
+        off += 4
+        if n < 0:
+            out.append(None)
+        else:
+            out.append(body[off : off + n].decode("utf-8", "replace"))
+            off += n
+    return out

@@ -8,7 +8,20 @@ import pytest
 from tests.integration.conftest import MakeProxy
 from tests.support.proxy import SCRAM_USER, backends, pool_entry
 
-STATEMENT_BLOCK = "transaction blocks not allowed in statement pooling mode"
+STATEMENT_BLOCK = (
+    "transaction blocks are not allowed in statement pooling mode: use a pool in session or "
+    "transaction mode"
+)
+
+
+async def assert_aborted_until_rollback(conn: asyncpg.Connection) -> None:
+    """After a refused block the client is in an aborted block, as after an error: every
+    statement gets 25P02 until ROLLBACK, and nothing of it runs."""
+    for _ in range(2):
+        with pytest.raises(asyncpg.InFailedSQLTransactionError):
+            await conn.execute("SELECT 5")
+    await conn.execute("ROLLBACK")
+    assert await conn.fetchval("SELECT 5") == 5
 
 
 async def test_session_mode_keeps_one_backend_for_the_whole_connection(
@@ -107,7 +120,9 @@ async def test_statement_mode_refuses_transaction_blocks(
         with pytest.raises(asyncpg.PostgresError) as excinfo:
             await conn.execute(sql)
         assert excinfo.value.sqlstate == "25001"
-        assert str(excinfo.value) == STATEMENT_BLOCK
+        assert excinfo.value.args[0] == STATEMENT_BLOCK
+        assert "session or transaction" in excinfo.value.hint
+        await assert_aborted_until_rollback(conn)
         await assert_not_in_transaction(conn)
         assert await backends(pg_admin, SCRAM_USER, states=["idle in transaction"]) == []
     finally:
@@ -124,8 +139,8 @@ async def test_statement_mode_refuses_a_block_opened_later_in_a_query(
         with pytest.raises(asyncpg.PostgresError) as excinfo:
             await conn.execute(sql)
         assert excinfo.value.sqlstate == "25001"
-        assert str(excinfo.value) == STATEMENT_BLOCK
-        assert await conn.fetchval("SELECT 5") == 5
+        assert excinfo.value.args[0] == STATEMENT_BLOCK
+        await assert_aborted_until_rollback(conn)
         await assert_not_in_transaction(conn)
         assert await backends(pg_admin, SCRAM_USER, states=["idle in transaction"]) == []
     finally:

@@ -1,4 +1,5 @@
-"""Statements that break under transaction pooling get a NOTICE (warn) or 0A000 (error)."""
+"""Statements whose effect cannot be replayed on another server get a NOTICE (warn) or 0A000
+(error); SET ROLE is refused unless the pool pins; session settings are replayed, silently."""
 
 from __future__ import annotations
 
@@ -16,10 +17,6 @@ from tests.support.proxy import SCRAM_PASSWORD, SCRAM_USER, RunningProxy, pool_e
 
 # (kind, statement, cleanup run afterwards on the same server; pools have one server)
 UNSAFE = [
-    ("set", "SET enable_seqscan = off", "RESET enable_seqscan"),
-    ("set", "SET SESSION enable_hashjoin TO off", "RESET enable_hashjoin"),
-    ("set", "SET ROLE NONE", None),
-    ("reset", "RESET enable_seqscan", None),
     ("listen", "LISTEN pyproxy_channel", "UNLISTEN pyproxy_channel"),
     ("prepare", "PREPARE {name} AS SELECT 1", "DEALLOCATE {name}"),
     ("declare_with_hold", "DECLARE {name} CURSOR WITH HOLD FOR SELECT 1", "CLOSE {name}"),
@@ -31,7 +28,6 @@ UNSAFE = [
         "SELECT pg_try_advisory_lock_shared(1, 2)",
         "SELECT pg_advisory_unlock_all()",
     ),
-    ("set_config", "SELECT set_config('enable_seqscan', 'off', false)", "RESET enable_seqscan"),
 ]
 
 SAFE = [
@@ -52,6 +48,13 @@ SAFE = [
     "SELECT E'it''s SET x = 1; LISTEN y' AS escaped",
     "SHOW search_path",
     "RESET search_path",
+    # Session settings: replayed on every server the client gets, so nothing to report.
+    "SET enable_seqscan = off",
+    "SET SESSION enable_hashjoin TO off",
+    "RESET enable_seqscan",
+    "SELECT set_config('enable_seqscan', 'off', false)",
+    "SET ROLE NONE",
+    "RESET enable_hashjoin",
 ]
 
 
@@ -213,3 +216,22 @@ async def test_allow_policy_runs_everything_silently(proxy: RunningProxy) -> Non
     assert client.notices == []
     assert counters(proxy, "allowpool") == (0, 0)
     await client.conn.close()
+
+
+@pytest.mark.parametrize("pool", ["warnpool", "errpool", "allowpool"])
+@pytest.mark.parametrize(
+    "sql", [f"SET ROLE {SCRAM_USER}", f"SET SESSION AUTHORIZATION {SCRAM_USER}"]
+)
+async def test_set_role_is_never_replayed_silently(
+    proxy: RunningProxy, pool: str, sql: str
+) -> None:
+    """Whatever the policy, short of pinning: refused with 0A000 before it runs."""
+    conn = await proxy.asyncpg(pool)
+    try:
+        with pytest.raises(asyncpg.FeatureNotSupportedError) as info:
+            await conn.execute(sql)
+        assert "transaction pooling mode" in info.value.args[0]
+        assert "pin" in (info.value.hint or "")
+        assert await conn.fetchval("SELECT current_user = session_user") is True
+    finally:
+        await conn.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 import psycopg
 import pytest
 
@@ -61,14 +60,41 @@ async def test_options_c_timezone_applies(pg: PgServer) -> None:
         await other.close()
 
 
-async def test_unknown_startup_parameter_is_refused_by_name(pg: PgServer) -> None:
+async def test_any_startup_parameter_is_applied_as_postgresql_applies_it(pg: PgServer) -> None:
+    """A GUC as a startup key (asyncpg's server_settings) or in options=-c: applied on every
+    server the client gets, never seen by another client; a bad value ends the login."""
     async with running_proxy(pg, [pool_entry(size=1)]) as proxy:
-        with pytest.raises(asyncpg.PostgresError) as info:
-            await proxy.asyncpg(server_settings={"enable_seqscan": "off"})
-        assert info.value.sqlstate == "08P01"
-        assert "unsupported startup parameter: enable_seqscan" in str(info.value)
-        dsn = proxy.dsn() + "?options=-c%20enable_seqscan%3Doff"
-        with pytest.raises(psycopg.OperationalError, match="enable_seqscan"):
+        other = await proxy.asyncpg()
+        conn = await proxy.asyncpg(server_settings={"enable_seqscan": "off", "work_mem": "7MB"})
+        dsn = proxy.dsn() + "?options=-c%20search_path%3Dpyproxy_app,public%20-c%20app.tenant%3D42"
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as third:
+            for _ in range(3):
+                assert await conn.fetchval("SHOW enable_seqscan") == "off"
+                assert await conn.fetchval("SHOW work_mem") == "7MB"
+                assert await other.fetchval("SHOW enable_seqscan") == "on"
+                assert await other.fetchval("SHOW work_mem") == "4MB"
+                cur = await third.execute(
+                    "SELECT current_setting('search_path'), current_setting('app.tenant')"
+                )
+                assert await cur.fetchone() == ("pyproxy_app,public", "42")
+                assert await other.fetchval("SHOW search_path") == '"$user", public'
+        # pyproxy greets the client itself, so PostgreSQL sees the value at the first statement
+        bad_dsn = proxy.dsn() + "?options=-c%20enable_seqscan%3Dmaybe"
+        async with await psycopg.AsyncConnection.connect(bad_dsn, autocommit=True) as bad:
+            with pytest.raises(psycopg.Error) as info:
+                await bad.execute("SELECT 1")
+            assert info.value.sqlstate == "22023"
+            assert "enable_seqscan" in str(info.value)
+            assert bad.closed
+        assert await other.fetchval("SHOW enable_seqscan") == "on"
+        await conn.close()
+        await other.close()
+
+
+async def test_replication_connections_are_refused_by_name(pg: PgServer) -> None:
+    async with running_proxy(pg, [pool_entry(size=1)]) as proxy:
+        dsn = proxy.dsn() + "?replication=database"
+        with pytest.raises(psycopg.OperationalError, match="replication"):
             await psycopg.AsyncConnection.connect(dsn)
 
 
@@ -76,9 +102,8 @@ async def test_extra_float_digits_and_ignored_parameters_are_accepted(pg: PgServ
     async with running_proxy(pg, [pool_entry(size=1)]) as proxy:
         conn = await proxy.asyncpg(server_settings={"extra_float_digits": "3"})
         assert await conn.fetchval("SELECT 1") == 1
+        assert await conn.fetchval("SHOW extra_float_digits") == "1"  # ignored: not applied
         await conn.close()
-        with pytest.raises(asyncpg.PostgresError, match="search_path"):
-            await proxy.asyncpg(server_settings={"search_path": "public"})
     proxy_cfg = {"ignore_startup_parameters": ["extra_float_digits", "search_path"]}
     async with running_proxy(pg, [pool_entry(size=1)], proxy=proxy_cfg) as proxy:
         conn = await proxy.asyncpg(
@@ -86,5 +111,6 @@ async def test_extra_float_digits_and_ignored_parameters_are_accepted(pg: PgServ
         )
         try:
             assert await conn.fetchval("SELECT 1") == 1
+            assert await conn.fetchval("SHOW search_path") == '"$user", public'
         finally:
             await conn.close()

@@ -267,7 +267,7 @@ def with_pool(**pool: Any) -> dict[str, Any]:
         ),
         (
             {"proxy": {"session_state": "warning"}},
-            'proxy.session_state: must be one of warn, error, allow, got "warning" '
+            'proxy.session_state: must be one of pin, warn, error, allow, got "warning" '
             '(did you mean "warn"?)',
         ),
         ({"proxy": {"min_pool_size": -1}}, "proxy.min_pool_size: must be an integer >= 0, got -1"),
@@ -399,8 +399,9 @@ POOL_CASES = [
         'clusters[0].pools[0].user: "bob" is not a user of this cluster (users: doadmin)',
     ),
     ({"db": ""}, 'clusters[0].pools[0].db: must be a non-empty string, got ""'),
-    ({"name": "ab"}, 'clusters[0].pools[0].name: must be 3 to 60 characters long, got 2 ("ab")'),
-    ({"name": "bad/name"}, "clusters[0].pools[0].name: may contain only ASCII letters"),
+    ({"name": ""}, "clusters[0].pools[0].name: must be 1 to 63 bytes (a PostgreSQL database name)"),
+    ({"name": "x" * 64}, "clusters[0].pools[0].name: must be 1 to 63 bytes"),
+    ({"name": "caf\u00e9" + "x" * 59}, "clusters[0].pools[0].name: must be 1 to 63 bytes"),
     (
         {"query_wait_timeout": -5},
         "clusters[0].pools[0].query_wait_timeout: must be a number of seconds >= 0",
@@ -655,3 +656,25 @@ def test_input_mapping_is_not_modified() -> None:
     before = copy.deepcopy(data)
     parse_config(data, env={})
     assert data == before
+
+
+@pytest.mark.parametrize("name", ["db", "a", "bad/name", "My DB", "caf\u00e9", "x" * 63])
+def test_config_pools_take_any_database_name_postgresql_accepts(name: str) -> None:
+    """PgBouncer [databases] entries move over unchanged; the API keeps its 3..60 rule."""
+    cfg = parse_config(with_pool(name=name))
+    assert [p.name for p in cfg.clusters[0].pools] == [name]
+    assert validate_pool_name(name) is not None or 3 <= len(name) <= 60
+
+
+def test_replay_parameters_is_gone_and_says_what_replaced_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"proxy": {"replay_parameters": ["search_path"]}, "admin": {"token": "t"}})
+    assert "replay_exclude" in str(info.value)
+    cfg = parse_config({"proxy": {"replay_exclude": ["Work_Mem"]}, "admin": {"token": "t"}})
+    assert cfg.proxy.replay_exclude == ("Work_Mem",)
+
+
+def test_session_state_defaults_by_pool_mode() -> None:
+    assert PoolSettings().session_state == ""
+    cfg = parse_config({"proxy": {"session_state": "pin"}, "admin": {"token": "t"}})
+    assert cfg.proxy.defaults.session_state == "pin"

@@ -208,10 +208,22 @@ MISSES: dict[str, tuple[bytes, bytes, bytes, Prepare | None]] = {
     "extended, no queue entry": (EXTENDED, FIRST_EXTENDED, extended_reply(b"1"), no_entries),
 }
 MODES = ("transaction", "statement")
+# In statement mode a first reply that leaves a transaction open puts the client in an aborted
+# transaction block (answered by pyproxy, see test_statement_mode_reply_in_a_transaction_...):
+# there is no second reply from a server to compare.
+OPENS_A_TRANSACTION = {"in a transaction again", "idle after in a transaction"}
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name", MATCHES)
+def cases(names: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (name, mode)
+        for mode in MODES
+        for name in names
+        if not (mode == "statement" and name in OPENS_A_TRANSACTION)
+    ]
+
+
+@pytest.mark.parametrize(("name", "mode"), cases(MATCHES))
 def test_a_repeated_reply_takes_the_shape_and_ends_as_the_walk_does(name: str, mode: str) -> None:
     request, first, reply = MATCHES[name]
     shaped, walked, matched = both_ways(mode, request, first, reply)
@@ -220,8 +232,30 @@ def test_a_repeated_reply_takes_the_shape_and_ends_as_the_walk_does(name: str, m
     assert shaped["pending"] == 0 and not shaped["queue"]
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name", MISSES)
+@pytest.mark.parametrize(("name", "mode"), cases(MISSES))
 def test_any_other_reply_ends_as_the_walk_does(name: str, mode: str) -> None:
     shaped, walked, _ = both_ways(mode, *MISSES[name])
     assert shaped == walked
+
+
+def test_statement_mode_reply_in_a_transaction_leaves_an_aborted_block() -> None:
+    """A transaction block opened where pyproxy could not see it coming: the server is rolled
+    back and the client gets one error and ReadyForQuery E, then 25P02 until ROLLBACK."""
+
+    async def run() -> list[bytes]:
+        _, clients = hotpath._world(1, "statement")
+        client = clients[0]
+        client.transport = Recorder()  # type: ignore[assignment]
+        client.data_received(QUERY)
+        server = client.server
+        assert server is not None
+        server.data_received(simple_reply(b"1", tail=IN_TRANSACTION))
+        assert client.server is None
+        client.data_received(QUERY)
+        client.data_received(m.query("ROLLBACK"))
+        return client.transport.written  # type: ignore[no-any-return]
+
+    written = b"".join(asyncio.run(run()))
+    assert written.count(b"Z\x00\x00\x00\x05E") == 2
+    assert b"C25001" in written and b"C25P02" in written
+    assert written.endswith(m.command_complete("ROLLBACK") + m.READY_IDLE)

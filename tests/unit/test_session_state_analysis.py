@@ -1,4 +1,5 @@
-"""``analyze``: which statements break under transaction pooling, which SETs are replayed."""
+"""``analyze``: which statements leave state that cannot be replayed, which may change session
+settings (read back and replayed), which may undo session state."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import random
 
 import pytest
 
-from pyproxy.config import ProxyConfig
 from pyproxy.pool.params import tracked_set
-from pyproxy.pool.session_state import analyze, needs_analysis
+from pyproxy.pool.session_state import analyze, needs_analysis, needs_analysis_statement_mode
 
-REPLAYABLE = frozenset(ProxyConfig().replay_parameters)
+EXCLUDED = frozenset({"lock_timeout"})
 TRACKED = tracked_set(("IntervalStyle",))
 
 
 def kinds(sql: str, in_transaction: bool = False) -> list[str]:
-    return [f.kind for f in analyze(sql, in_transaction, REPLAYABLE, TRACKED).findings]
+    return [f.kind for f in analyze(sql, in_transaction, EXCLUDED, TRACKED).findings]
+
+
+def settings(sql: str) -> bool:
+    return analyze(sql, False, EXCLUDED, TRACKED).settings
 
 
 # A realistic corpus: ORM-style queries, comments and strings that mention the keywords.
@@ -64,12 +68,10 @@ SAFE = [
 ]
 
 UNSAFE = [
-    ("SET enable_seqscan = off", "set"),
-    ("set role app_reader", "set"),
-    ("SET SESSION AUTHORIZATION bob", "set"),
-    ("SET my.custom = 'x'", "set"),
-    ("RESET enable_seqscan", "reset"),
-    ("RESET ROLE", "reset"),
+    ("set role app_reader", "role"),
+    ("SET SESSION AUTHORIZATION bob", "role"),
+    ("SELECT set_config('role', 'bob', false)", "role"),
+    ("SET lock_timeout = '1s'", "excluded"),
     ("LISTEN orders", "listen"),
     ('listen "Mixed Case"', "listen"),
     ("PREPARE q(int) AS SELECT $1", "prepare"),
@@ -83,12 +85,100 @@ UNSAFE = [
     ("SELECT pg_advisory_lock_shared(1, 2)", "advisory_lock"),
     ("select pg_try_advisory_lock(hashtext('job'))", "advisory_lock"),
     ("SELECT x FROM t WHERE pg_try_advisory_lock_shared(t.id)", "advisory_lock"),
-    ("SELECT set_config('search_path', 'x', false)", "set_config"),
-    ("SELECT set_config($1, $2, false)", "set_config"),
-    ("SELECT set_config('a', lower('B'), off)", "set_config"),
     ("/* leading comment */ LISTEN x", "listen"),
-    ("-- comment\nSET enable_hashjoin TO off", "set"),
 ]
+
+# Statements that may change session settings: read back after the transaction, replayed.
+SETTINGS = [
+    "SET enable_seqscan = off",
+    "SET SESSION enable_hashjoin TO off",
+    "SET my.custom = 'x'",
+    "RESET enable_seqscan",
+    "RESET ALL",
+    "DISCARD ALL",
+    "SET search_path = app, public",
+    "SET SCHEMA 'app'",
+    "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    "SELECT set_config('search_path', '', false)",
+    "SELECT pg_catalog.set_config('search_path', 'x', false)",
+    "SELECT set_config($1, $2, false)",
+    "SELECT set_config('a', lower('B'), off)",
+    "SELECT 1; SELECT set_config('app.tenant_id', '7', false)",
+    "BEGIN; SET statement_timeout = 5; COMMIT",
+    "-- comment\nSET enable_hashjoin TO off",
+]
+
+# Statements that change nothing that outlives the transaction.
+NO_SETTINGS = [
+    "SELECT 1",
+    "SET LOCAL statement_timeout = 5",
+    "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    "SELECT set_config('search_path', 'x', true)",
+    "SET TimeZone = 'UTC'",
+    "SET application_name = 'web'",
+    "SET client_encoding = 'UTF8'",
+    "SELECT 'SET x = 1'",
+]
+
+
+@pytest.mark.parametrize("sql", SETTINGS)
+def test_a_settings_change_is_read_back_not_reported(sql: str) -> None:
+    result = analyze(sql, False, EXCLUDED, TRACKED)
+    assert result.settings
+    assert result.findings == []
+
+
+@pytest.mark.parametrize("sql", NO_SETTINGS)
+def test_transaction_local_and_reported_parameters_need_no_read_back(sql: str) -> None:
+    assert not settings(sql)
+
+
+def test_custom_parameters_are_named_for_the_read_back() -> None:
+    result = analyze(
+        "SET my.custom = 1; SELECT set_config('App.Tenant_ID', '7', false)",
+        False,
+        EXCLUDED,
+        TRACKED,
+    )
+    assert result.custom == {"my.custom", "app.tenant_id"}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UNLISTEN *",
+        "unlisten orders",
+        "DEALLOCATE ALL",
+        "DEALLOCATE q",
+        "CLOSE ALL",
+        "DISCARD TEMP",
+        "DISCARD ALL",
+        "SELECT pg_advisory_unlock(1)",
+        "SELECT pg_advisory_unlock_all()",
+        "DROP TABLE t",
+        "RESET ROLE",
+        "SET ROLE NONE",
+        "RESET SESSION AUTHORIZATION",
+        "SET SESSION AUTHORIZATION DEFAULT",
+    ],
+)
+def test_statements_that_may_undo_session_state_are_noticed(sql: str) -> None:
+    result = analyze(sql, False, EXCLUDED, TRACKED)
+    assert result.undo
+    assert result.findings == []
+
+
+def test_every_finding_has_a_hint_that_fits_it() -> None:
+    hints = {kind: analyze(sql, False, EXCLUDED, TRACKED).findings[0].hint for sql, kind in UNSAFE}
+    assert "UNLISTEN" in hints["listen"]
+    assert "DEALLOCATE" in hints["prepare"] and "protocol-level" in hints["prepare"]
+    assert "WITH HOLD" in hints["declare_with_hold"]
+    assert "ON COMMIT DROP" in hints["temp_table"]
+    assert "pg_advisory_xact_lock" in hints["advisory_lock"]
+    assert "RESET ROLE" in hints["role"]
+    assert "SET LOCAL" in hints["excluded"]
+    assert all("pin" in h for k, h in hints.items() if k != "excluded")
+    assert not any("SET LOCAL" in h for k, h in hints.items() if k in ("listen", "prepare"))
 
 
 @pytest.mark.parametrize("sql", SAFE)
@@ -101,51 +191,33 @@ def test_unsafe_statement_is_found(sql: str, kind: str) -> None:
     assert kinds(sql) == [kind]
 
 
-def test_the_precheck_lets_every_unsafe_statement_through() -> None:
-    for sql, _ in UNSAFE:
+def test_the_precheck_lets_every_statement_the_analysis_acts_on_through() -> None:
+    for sql in [u[0] for u in UNSAFE] + SETTINGS:
         raw = sql.encode()
         assert needs_analysis(raw, 0, len(raw)), sql
 
 
+def test_statement_mode_also_looks_at_transaction_blocks() -> None:
+    for sql in (b"BEGIN", b"begin isolation level serializable", b"START TRANSACTION"):
+        assert not needs_analysis(sql, 0, len(sql))
+        assert needs_analysis_statement_mode(sql, 0, len(sql))
+    assert not needs_analysis_statement_mode(b"SELECT 1", 0, 8)
+
+
 def test_each_statement_of_a_multi_statement_query_is_classified() -> None:
-    sql = "SELECT 1; LISTEN a; SET enable_seqscan = off; SELECT pg_advisory_lock(1)"
-    assert kinds(sql) == ["listen", "set", "advisory_lock"]
-
-
-def test_transaction_state_is_followed_through_the_query() -> None:
-    assert kinds("SET enable_seqscan = off", in_transaction=True) == []
-    assert kinds("BEGIN; SET enable_seqscan = off; COMMIT") == []
-    assert kinds("BEGIN; SELECT 1; COMMIT; SET enable_seqscan = off") == ["set"]
-    assert kinds("START TRANSACTION; SET enable_seqscan = off; END") == []
-    assert kinds("BEGIN; ROLLBACK TO SAVEPOINT s; SET enable_seqscan = off") == []
+    sql = "SELECT 1; LISTEN a; SET ROLE x; SELECT pg_advisory_lock(1)"
+    assert kinds(sql) == ["listen", "role", "advisory_lock"]
 
 
 def test_the_finding_names_the_statement_and_why() -> None:
-    finding = analyze("  LISTEN   orders ", False, REPLAYABLE, TRACKED).findings[0]
+    finding = analyze("  LISTEN   orders ", False, EXCLUDED, TRACKED).findings[0]
     assert finding.statement == "LISTEN orders"
     assert "notifications" in finding.why
 
 
-def test_replayable_sets_and_resets_are_recorded_not_reported() -> None:
-    result = analyze(
-        "SET search_path = app, public; SET statement_timeout TO '5s'; RESET lock_timeout",
-        False,
-        REPLAYABLE,
-        TRACKED,
-    )
-    assert result.findings == []
-    assert result.replay == [
-        ("set", "search_path", "app, public"),
-        ("set", "statement_timeout", "'5s'"),
-        ("reset", "lock_timeout", None),
-    ]
-    assert analyze("RESET ALL", False, REPLAYABLE, TRACKED).replay == [("reset_all", "", None)]
-    assert analyze("SET LOCAL search_path = x", True, REPLAYABLE, TRACKED).replay == []
-
-
 def test_deallocate_and_discard_all_are_reported_for_the_statement_maps() -> None:
     def dealloc(sql: str) -> list[str | None]:
-        return analyze(sql, False, REPLAYABLE, TRACKED).deallocate
+        return analyze(sql, False, EXCLUDED, TRACKED).deallocate
 
     assert dealloc("DEALLOCATE ALL") == [None]
     assert dealloc("deallocate prepare all") == [None]
@@ -154,11 +226,6 @@ def test_deallocate_and_discard_all_are_reported_for_the_statement_maps() -> Non
     assert dealloc("DISCARD ALL") == [None]
     assert dealloc("DISCARD PLANS") == []
     assert dealloc("SELECT 'DEALLOCATE ALL'") == []
-
-
-def test_discard_all_also_resets_replayed_parameters() -> None:
-    result = analyze("DISCARD ALL", False, REPLAYABLE, TRACKED)
-    assert ("reset_all", "", None) in result.replay
 
 
 # Fragments that generated queries are made of: keywords in several spellings, look-alikes,
@@ -227,8 +294,8 @@ def _generated_queries(count: int) -> list[str]:
 def test_the_precheck_lets_through_every_query_the_analysis_acts_on() -> None:
     acted_on = 0
     for sql in _generated_queries(20_000):
-        result = analyze(sql, False, REPLAYABLE, TRACKED)
-        if result.findings or result.replay or result.deallocate:
+        result = analyze(sql, False, EXCLUDED, TRACKED)
+        if result:
             acted_on += 1
             raw = sql.encode() + b"\x00"  # as in a Query message: the text and its terminator
             assert needs_analysis(b"Q\x00\x00\x00\x00" + raw, 5, 5 + len(raw)), sql
