@@ -360,7 +360,12 @@ class ClientConn(asyncio.Protocol):
                     self.violation(data[0])
                     return
                 pool = self.pool
-                if self.statement_mode and opens_block(data, 0):
+                if (
+                    self.statement_mode
+                    and data[0] in (80, 81)
+                    and self.needs(data, 5, len(data))
+                    and opens_block(data, 0)
+                ):
                     self._enter_aborted_block(data)
                     return
                 if pool is not None:
