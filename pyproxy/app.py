@@ -9,15 +9,16 @@ import time
 from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import Config
 from pyproxy.errors import ADMIN_SHUTDOWN, PgError
-from pyproxy.net.client import CLOSED, WAITING, ClientConn
-from pyproxy.net.server import ServerConn, open_server
+from pyproxy.net.connect import open_server
+from pyproxy.net.listener import listen
+from pyproxy.net.server import ServerConn
 from pyproxy.net.state import ProxyState
-from pyproxy.pool.manager import PoolManager
+from pyproxy.pool.maintenance import tick
 from pyproxy.pool.pool import Pool
+from pyproxy.pool.registry import PoolRegistry
 
 log = logging.getLogger("pyproxy.app")
 JANITOR_INTERVAL = 0.05
-READY_IDLE_STATUS = 73  # ReadyForQuery transaction status "I": not in a transaction
 
 
 class App:
@@ -25,8 +26,8 @@ class App:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.manager = PoolManager(config, self._connect)
-        self.state = ProxyState(config, self.manager)
+        self.registry = PoolRegistry(config, self._connect)
+        self.state = ProxyState(config, self.registry)
         self.store = None
         self.admin = None
         self._server: asyncio.Server | None = None
@@ -50,37 +51,31 @@ class App:
 
             self.store = StateStore(cfg.admin.state_path)
             for cluster_id, pool in self.store.load(cfg.proxy.defaults):
-                if self.manager.cluster(cluster_id) is None:
+                if self.registry.cluster(cluster_id) is None:
                     log.warning(
                         "state file pool %s names unknown cluster %s; ignored",
                         pool.name,
                         cluster_id,
                     )
                     continue
-                if self.manager.find_pool(pool.name) is not None:
+                if self.registry.find_pool(pool.name) is not None:
                     log.warning("state file pool %s clashes with a config pool; ignored", pool.name)
                     continue
-                self.manager.add_pool(cluster_id, pool)
+                self.registry.add_pool(cluster_id, pool)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: ClientConn(self.state),
-            cfg.proxy.listen_host,
-            cfg.proxy.listen_port,
-            reuse_address=True,
-            backlog=4096,
-        )
+        self._server = await listen(self.state, cfg.proxy.listen_host, cfg.proxy.listen_port)
         sock = self._server.sockets[0]
         self.client_port = sock.getsockname()[1]
         host = cfg.proxy.listen_host
-        self.manager.client_address = lambda: (host, self.client_port)
-        self.manager.client_count = lambda: len(self.state.clients)
+        self.registry.client_address = lambda: (host, self.client_port)
+        self.registry.client_count = lambda: len(self.state.clients)
         log.info("accepting PostgreSQL clients on %s:%d", host, self.client_port)
         if cfg.admin.enabled and self.store is not None:
             from pyproxy.admin.server import AdminServer
 
             self.admin = AdminServer(
                 cfg.admin,
-                self.manager,
+                self.registry,
                 self.store,
                 pool_defaults=cfg.proxy.defaults,
                 throttle=_login_throttle(cfg),
@@ -99,9 +94,9 @@ class App:
         while True:
             await asyncio.sleep(JANITOR_INTERVAL)
             now = time.monotonic()
-            for pool in self.manager.warm_pools():
+            for pool in self.registry.warm_pools():
                 try:
-                    pool.tick(now)
+                    tick(pool, now)
                 except Exception:
                     log.exception("maintenance of pool %s failed", pool.name)
             try:
@@ -115,7 +110,7 @@ class App:
         proxy = config.proxy
         self.config = config
         self.state.reconfigure(config)
-        self.manager.replace_config(config, api_pools)
+        self.registry.replace_config(config, api_pools)
         if self.admin is not None:
             old = self.admin.api.throttle
             if (old.limit, old.window) != (proxy.auth_failure_limit, proxy.auth_failure_window):
@@ -138,7 +133,7 @@ class App:
             # Idle clients are told at once; the others when their transaction is over.
             busy = False
             for client in list(self.state.clients):
-                if _in_flight(client):
+                if client.in_flight():
                     busy = True
                 else:
                     client.kick(err)
@@ -147,7 +142,7 @@ class App:
             await asyncio.sleep(0.02)
         for client in list(self.state.clients):
             client.kick(err)
-        for pool in self.manager.live_pools():
+        for pool in self.registry.live_pools():
             pool.close_all("shutdown")
         if self._janitor is not None:
             self._janitor.cancel()
@@ -157,16 +152,6 @@ class App:
             self.store.close()
         await asyncio.sleep(0)
         log.info("stopped")
-
-
-def _in_flight(client: ClientConn) -> bool:
-    """Has ``client`` a query queued or running, or a transaction open?"""
-    if client.state == WAITING:
-        return True
-    server = client.server
-    if server is None or client.state == CLOSED:
-        return False
-    return server.pending > 0 or server.status != READY_IDLE_STATUS or client.open_ext
 
 
 def _login_throttle(config: Config) -> LoginThrottle:

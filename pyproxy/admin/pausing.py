@@ -12,7 +12,7 @@ DEFAULT_PAUSE_TIMEOUT = 30.0  # seconds a pause may wait for running transaction
 
 
 class PauseManager(Protocol):
-    """What pausing needs from the pool layer (pyproxy.pool.manager.PoolManager)."""
+    """What pausing needs from the pool layer (pyproxy.pool.registry.PoolRegistry)."""
 
     async def pause_pools(self, names: list[str], timeout: float | None = None) -> list[str]: ...
 

@@ -6,30 +6,30 @@ from typing import TYPE_CHECKING
 
 from pyproxy.errors import (
     IDLE_IN_TRANSACTION_TIMEOUT,
+    IDLE_SESSION_TIMEOUT,
     QUERY_CANCELED,
     TRANSACTION_TIMEOUT,
     PgError,
 )
+from pyproxy.proto.codes import IDLE
+from pyproxy.proto.phases import ClientPhase
 
 if TYPE_CHECKING:
     from pyproxy.net.client import ClientConn
 
-IDLE_SESSION_TIMEOUT = "57P05"
-_IDLE = 73  # ReadyForQuery status b"I"
+C = ClientPhase
 
 
 def check_client(client: ClientConn, now: float) -> None:
     """End ``client`` with a FATAL naming the timeout it exceeded, if any."""
-    from pyproxy.net.client import CLOSED, READY
-
     pool = client.pool
-    if pool is None or client.state == CLOSED:
+    if pool is None or client.phase is C.CLOSED:
         return
     s = pool.settings
     server = client.server
-    if server is None or server.held:  # a kept server counts as none: between transactions
+    if server is None or client.reclaimable():  # a kept server counts as none
         idle = now - client.last_active
-        if client.state == READY and 0 < s.client_idle_timeout <= idle:
+        if client.phase in (C.READY, C.LINKED) and 0 < s.client_idle_timeout <= idle:
             client.kick(_idle_client(s.client_idle_timeout))
         return
     if server.pending > 0:
@@ -42,7 +42,7 @@ def check_client(client: ClientConn, now: float) -> None:
                 )
             )
             return
-    elif server.status != _IDLE:
+    elif server.status != IDLE:
         if s.idle_transaction_timeout > 0 and now - server.ready_at >= s.idle_transaction_timeout:
             client.kick(
                 PgError(
@@ -69,7 +69,7 @@ def check_client(client: ClientConn, now: float) -> None:
     started = client.xact_start
     if client.session_mode or client.pinned:
         # The server stays linked across transactions, so find where this one began.
-        if server.status == _IDLE:
+        if server.status == IDLE:
             # No transaction block: the statement running now (a transaction of its own) was
             # sent at query_start, or after the last ReadyForQuery when pipelined.
             client.session_xact_start = 0.0

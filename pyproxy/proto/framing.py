@@ -1,9 +1,14 @@
-"""Incremental framing of v3 messages with length limits (sans-IO).
+"""Framing of v3 messages with length limits (sans-IO): the framers and the one message walk.
 
 Two framers: ``StartupFramer`` for the untyped first packet(s) of a client connection and
 ``MessageFramer`` for typed messages. Both accept bytes in any chunking and return whole
 messages; a declared length over the limit raises ``ProtocolError`` at once, before any of
 the body is buffered.
+
+``walk`` is the one walk over the whole messages of a buffer the data path uses (the framers
+copy bodies out; the data path forwards slices), with the same single length check; ``run_end``
+skips a run of one message type (a reply's DataRows) and ``message_end`` finds where one message
+ends.
 """
 
 from __future__ import annotations
@@ -106,3 +111,33 @@ def check_length(type_: int, length: int, limit: int) -> None:
             f"({limit} bytes)",
             fatal=True,
         )
+
+
+def walk(data: bytes, off: int = 0, limit: int = 1 << 30) -> tuple[list[tuple[int, int, int]], int]:
+    """The whole messages of ``data`` from ``off`` as (type, start, end), and where the first
+    message that is cut (or the end) starts; a length under 4 or over ``limit`` raises."""
+    found: list[tuple[int, int, int]] = []
+    n = len(data)
+    while n - off >= 5:
+        ln = length_at(data, off)[0]
+        if ln < 4 or ln > limit:
+            check_length(data[off], ln, limit)
+        end = off + 1 + ln
+        if end > n:
+            break
+        found.append((data[off], off, end))
+        off = end
+    return found, off
+
+
+def run_end(data: bytes, off: int, stop: int, kind: int) -> int:
+    """Where a run of messages of type ``kind`` starting at ``off`` ends (``stop`` at most:
+    a result past ``stop`` means the run does not end exactly there)."""
+    while off < stop and data[off] == kind:
+        off += 1 + length_at(data, off)[0]
+    return off
+
+
+def message_end(data: bytes, off: int = 0) -> int:
+    """Where the message whose type byte is at ``off`` ends (its length field must be there)."""
+    return off + 1 + length_at(data, off)[0]

@@ -1,22 +1,11 @@
-"""Codecs for the PostgreSQL v3 messages the pooler builds or reads (sans-IO)."""
+"""Builders and parsers of the PostgreSQL v3 messages the pooler writes or reads (sans-IO)."""
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
 
-PROTOCOL_3_0 = 196608  # 3 << 16
-SSL_REQUEST_CODE = 80877103
-GSSENC_REQUEST_CODE = 80877104
-CANCEL_REQUEST_CODE = 80877102
-
-# Authentication request codes (the int32 after 'R').
-AUTH_OK = 0
-AUTH_CLEARTEXT = 3
-AUTH_MD5 = 5
-AUTH_SASL = 10
-AUTH_SASL_CONTINUE = 11
-AUTH_SASL_FINAL = 12
+from pyproxy.proto.codes import AUTH_MD5, AUTH_SASL, CANCEL_REQUEST_CODE, PROTOCOL_3_0
 
 _I = struct.Struct("!I")
 _II = struct.Struct("!II")
@@ -26,12 +15,17 @@ _cI = struct.Struct("!cI")
 READY_IDLE = b"Z\x00\x00\x00\x05I"
 READY_IN_TX = b"Z\x00\x00\x00\x05T"
 READY_FAILED_TX = b"Z\x00\x00\x00\x05E"
+READY_LENGTH = b"\x00\x00\x00\x05"  # the length field of every ReadyForQuery
 AUTH_OK_MSG = b"R\x00\x00\x00\x08\x00\x00\x00\x00"
 TERMINATE = b"X\x00\x00\x00\x04"
 SYNC = b"S\x00\x00\x00\x04"
 FLUSH = b"H\x00\x00\x00\x04"
 PARSE_COMPLETE = b"1\x00\x00\x00\x04"
+BIND_COMPLETE = b"2\x00\x00\x00\x04"
 CLOSE_COMPLETE = b"3\x00\x00\x00\x04"
+NO_DATA = b"n\x00\x00\x00\x04"
+NO_PARAMETERS = b"t\x00\x00\x00\x06\x00\x00"  # ParameterDescription of no parameters
+EMPTY_QUERY_RESPONSE = b"I\x00\x00\x00\x04"
 EMPTY_QUERY = b"Q\x00\x00\x00\x05\x00"
 
 
@@ -201,3 +195,53 @@ def parse_data_row(body: bytes) -> list[str | None]:
             out.append(body[off : off + n].decode("utf-8", "replace"))
             off += n
     return out
+
+
+# ---- extended-query messages pyproxy builds when it renames prepared statements -----------------
+
+
+def split_name(body: bytes, start: int = 0) -> tuple[bytes, int]:
+    """The NUL-terminated name at ``start`` and the offset just after its terminator."""
+    end = body.index(b"\x00", start)
+    return body[start:end], end + 1
+
+
+def frame(type_: bytes, body: bytes) -> bytes:
+    return type_ + _I.pack(len(body) + 4) + body
+
+
+def parse_message(name: bytes, rest: bytes) -> bytes:
+    """A Parse of statement ``name``; ``rest`` is the body after the name (query, types)."""
+    return frame(b"P", name + b"\x00" + rest)
+
+
+def close_statement(name: bytes) -> bytes:
+    return frame(b"C", b"S" + name + b"\x00")
+
+
+def bind_with(portal: bytes, stmt: bytes, rest: bytes) -> bytes:
+    body = portal + b"\x00" + stmt + b"\x00" + rest
+    return b"B" + _I.pack(len(body) + 4) + body
+
+
+def bind_no_parameters(portal: bytes, stmt: bytes) -> bytes:
+    """Bind ``stmt`` (which takes no parameters) to ``portal`` with default formats."""
+    return bind_with(portal, stmt, b"\x00\x00\x00\x00\x00\x00")
+
+
+def describe_statement(name: bytes) -> bytes:
+    return frame(b"D", b"S" + name + b"\x00")
+
+
+def parse_rest_with_query(rest: bytes, query: bytes) -> bytes:
+    """The Parse body after the name with another query text; unspecified types become text.
+
+    PostgreSQL refuses a Parse whose parameter of unspecified type is not used by the query.
+    """
+    end = rest.index(b"\x00")
+    types = rest[end + 1 :]
+    if len(types) >= 2:
+        n = struct.unpack_from("!H", types)[0]
+        oids = struct.unpack_from(f"!{n}I", types, 2) if len(types) >= 2 + 4 * n else ()
+        types = struct.pack(f"!H{len(oids)}I", len(oids), *(o or 25 for o in oids))
+    return query + b"\x00" + types

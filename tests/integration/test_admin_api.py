@@ -591,7 +591,7 @@ async def test_no_token_needs_an_explicit_loopback_opt_in(pg: PgServer, tmp_path
             AdminConfig(listen_host="127.0.0.1", listen_port=0, allow_no_token=False),
         ):
             with pytest.raises(AdminConfigError, match="needs a token"):
-                await AdminServer(cfg, app.manager, app.store).start()
+                await AdminServer(cfg, app.registry, app.store).start()
     finally:
         await app.stop(1.0)
 

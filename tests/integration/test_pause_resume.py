@@ -62,7 +62,7 @@ async def test_pause_under_load_waits_holds_and_loses_nothing(pg: PgServer) -> N
         loader = asyncio.ensure_future(load(proxy, "testpool", table, stop))
         other = await proxy.asyncpg("otherpool")
         await asyncio.sleep(0.3)
-        assert await proxy.app.manager.pause("testpool", timeout=5) == ["testpool"]
+        assert await proxy.app.registry.pause("testpool", timeout=5) == ["testpool"]
         assert await backends(direct, SCRAM_USER, states=["active", "idle in transaction"]) == []
         assert proxy.pool_stats()["sv_total"] == 0, "paused pools close their idle servers"
         rows_paused = await direct.fetchval(f"SELECT count(*) FROM {table}")
@@ -70,7 +70,7 @@ async def test_pause_under_load_waits_holds_and_loses_nothing(pg: PgServer) -> N
         assert await other.fetchval("SELECT 1") == 1, "other pools keep serving"
         assert await direct.fetchval(f"SELECT count(*) FROM {table}") == rows_paused
         assert proxy.pool_stats()["cl_waiting"] == WORKERS
-        assert proxy.app.manager.resume("testpool") == ["testpool"]
+        assert proxy.app.registry.resume("testpool") == ["testpool"]
         await asyncio.sleep(0.3)
         stop.set()
         commits = await asyncio.wait_for(loader, 10)
@@ -95,14 +95,14 @@ async def test_pause_all_waits_for_a_running_transaction_to_commit(pg: PgServer)
         running = asyncio.ensure_future(long_transaction())
         await asyncio.sleep(0.1)
         started = time.monotonic()
-        assert await proxy.app.manager.pause(None, timeout=5) == ["testpool"]
+        assert await proxy.app.registry.pause(None, timeout=5) == ["testpool"]
         assert time.monotonic() - started >= 0.2
         assert await direct.fetchval(f"SELECT count(*) FROM {table}") == 1, "it had committed"
         await asyncio.wait_for(running, 1)
         held = asyncio.ensure_future(waiter.fetchval("SELECT 11"))
         await asyncio.sleep(0.2)
         assert not held.done(), "a new query waits while paused"
-        proxy.app.manager.resume(None)
+        proxy.app.registry.resume(None)
         assert await asyncio.wait_for(held, 5) == 11
         await conn.close()
         await waiter.close()
@@ -114,13 +114,13 @@ async def test_pause_that_cannot_drain_in_time_is_undone(pg: PgServer) -> None:
         holder = await proxy.asyncpg()
         await holder.execute("BEGIN")
         with pytest.raises(TimeoutError):
-            await proxy.app.manager.pause("testpool", timeout=0.2)
-        assert not proxy.app.manager.is_paused("testpool")
+            await proxy.app.registry.pause("testpool", timeout=0.2)
+        assert not proxy.app.registry.is_paused("testpool")
         await holder.execute("COMMIT")
         other = await proxy.asyncpg()
         assert await other.fetchval("SELECT 2") == 2
         with pytest.raises(KeyError):
-            await proxy.app.manager.pause("no-such-pool")
+            await proxy.app.registry.pause("no-such-pool")
         await other.close()
         await holder.close()
 

@@ -141,7 +141,7 @@ async def test_listen_pins_the_client_and_its_notifications_arrive(
         await proxy.wait_stats(cl_pinned=0)
         for c in busy:
             await c.close()
-        assert proxy.app.manager.pool_counters("testpool")["session_state_pins"] == 1
+        assert proxy.app.registry.pool_counters("testpool")["session_state_pins"] == 1
     finally:
         await listener.close()
         await talker.close()

@@ -70,7 +70,7 @@ async def proxy(pg: PgServer) -> AsyncIterator[RunningProxy]:
 
 
 def counters(proxy: RunningProxy, pool: str) -> tuple[int, int]:
-    c = proxy.app.manager.pool_counters(pool)
+    c = proxy.app.registry.pool_counters(pool)
     return c["session_state_warnings"], c["session_state_errors"]
 
 

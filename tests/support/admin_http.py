@@ -13,8 +13,8 @@ from pyproxy.admin.server import AdminServer
 from pyproxy.admin.store import StateStore
 from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import Config, parse_config
-from pyproxy.pool.manager import PoolManager
 from pyproxy.pool.pool import Pool
+from pyproxy.pool.registry import PoolRegistry
 
 CLUSTER_ID = "9cc10173-e9ea-4176-9dbc-a4cee4c4ff30"
 TOKEN = "dop_v1_limits-test-token"
@@ -52,7 +52,7 @@ async def admin_server(
     cfg = config()
     store = StateStore(":memory:")
     server = AdminServer(
-        cfg.admin, PoolManager(cfg, _no_server), store, limits=limits, throttle=throttle
+        cfg.admin, PoolRegistry(cfg, _no_server), store, limits=limits, throttle=throttle
     )
     await server.start()
     try:

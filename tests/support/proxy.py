@@ -120,7 +120,7 @@ class RunningProxy:
 
     def pool_stats(self, pool: str = DEFAULT_POOL) -> dict[str, int]:
         """cl_active, cl_waiting, cl_total, sv_active, sv_idle, sv_login, sv_total."""
-        return self.app.manager.pool_stats(pool)
+        return self.app.registry.pool_stats(pool)
 
     async def wait_stats(
         self, pool: str = DEFAULT_POOL, timeout: float = 2.0, **expected: int

@@ -1,23 +1,12 @@
-"""Fakes for comparing two runs of pyproxy's data path on bench.hotpath's fake world."""
+"""Comparing two runs of pyproxy's data path on the fake world (tests.support.fakes)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench import hotpath
+from tests.support.fakes import Recorder
 
-
-class Recorder(hotpath._Transport):
-    """A transport that keeps what is written to it (and a mark when it is closed)."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(bytes(data))
-
-    def close(self) -> None:
-        self.written.append(b"<closed>")
+__all__ = ["Recorder", "plain"]
 
 
 def plain(value: Any) -> Any:

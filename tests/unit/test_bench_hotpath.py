@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bench import hotpath
+from tests.support import fakes
 
 
 def test_every_situation_completes_transactions_and_counts_instructions() -> None:
@@ -23,28 +24,28 @@ def test_every_situation_completes_transactions_and_counts_instructions() -> Non
 
 def test_queued_situation_keeps_a_queue_and_hands_servers_over() -> None:
     async def run() -> None:
-        servers, clients = hotpath._world(hotpath.SITUATIONS["queued"])
-        request = hotpath._start(clients, "simple")
+        servers, clients = fakes.world(hotpath.SITUATIONS["queued"])
+        request = hotpath.start_clients(clients, "simple")
         pool = clients[0].pool
         assert pool is not None
-        assert len(pool.waiters) == len(clients) - hotpath.POOL_SIZE
+        assert len(pool.waiters) == len(clients) - fakes.POOL_SIZE
         before = pool.xact_count
-        hotpath._transactions(servers, request, 500)
+        fakes.transactions(servers, request, 500)
         assert pool.xact_count - before == 500
-        assert len(pool.waiters) == len(clients) - hotpath.POOL_SIZE
+        assert len(pool.waiters) == len(clients) - fakes.POOL_SIZE
 
     asyncio.run(run())
 
 
 def test_statement_mode_world_runs_statement_mode_clients() -> None:
     async def run() -> None:
-        servers, clients = hotpath._world(hotpath.SITUATIONS["kept"], "statement")
+        servers, clients = fakes.world(hotpath.SITUATIONS["kept"], "statement")
         pool = clients[0].pool
         assert pool is not None and pool.mode == "statement"
         assert all(c.statement_mode and not c.session_mode for c in clients)
-        request = hotpath._start(clients, "simple")
+        request = hotpath.start_clients(clients, "simple")
         before = pool.xact_count
-        hotpath._transactions(servers, request, 100)
+        fakes.transactions(servers, request, 100)
         assert pool.xact_count - before == 100
 
     asyncio.run(run())
@@ -52,10 +53,10 @@ def test_statement_mode_world_runs_statement_mode_clients() -> None:
 
 def test_prepared_protocol_binds_the_statement_each_server_prepared_once() -> None:
     async def run() -> None:
-        servers, clients = hotpath._world(hotpath.SITUATIONS["queued"])
-        request = hotpath._start(clients, "prepared")
+        servers, clients = fakes.world(hotpath.SITUATIONS["queued"])
+        request = hotpath.start_clients(clients, "prepared")
         assert request.startswith(b"B") and b"P0_1" in request
-        hotpath._transactions(servers, request, 500)
+        fakes.transactions(servers, request, 500)
         for server in servers:
             assert len(server.stmts.prepared) == 1  # prepared on demand, once per server
             name = next(iter(server.stmts.prepared))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from pyproxy.net.copyflow import drop_copy_leftovers, is_copy_leftover
+from pyproxy.session.copyflow import drop_copy_leftovers, is_copy_leftover
 
 
 def msg(t: bytes, body: bytes = b"") -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from pyproxy.pool import prepared as ps
-from pyproxy.pool.params import replay_statements
+from pyproxy.proto import messages as m
+from pyproxy.session import prepared as ps
 
 
 def rest(sql: str, *types: int) -> bytes:
@@ -117,25 +117,11 @@ def test_stale_plan_error_retires_the_statements_bound_in_that_segment() -> None
 
 
 def test_parse_rest_with_query_keeps_declared_types() -> None:
-    out = ps.parse_rest_with_query(rest("select $1, $2", 23, 0), b"DO $$ $$")
+    out = m.parse_rest_with_query(rest("select $1, $2", 23, 0), b"DO $$ $$")
     assert out == b"DO $$ $$\0" + struct.pack("!H2I", 2, 23, 25)
-    assert ps.parse_rest_with_query(rest("select 1"), b"x") == b"x\0" + struct.pack("!H", 0)
+    assert m.parse_rest_with_query(rest("select 1"), b"x") == b"x\0" + struct.pack("!H", 0)
 
 
 def test_unknown_names_that_look_like_ours_are_made_safe() -> None:
     assert ps.unknown_name(b"s1") == b"s1"
     assert ps.unknown_name(b"PYPROXY_3") != b"PYPROXY_3"
-
-
-def test_replay_statements_isolate_each_command() -> None:
-    assert replay_statements({}, {}) == ""
-    sql = replay_statements(
-        {"search_path": "a -- note", "work_mem": "'64MB'"}, {"lock_timeout": "1"}
-    )
-    assert sql.startswith("DO $pyproxy_replay$")
-    assert "EXECUTE 'SET search_path = a -- note'" in sql
-    assert "EXECUTE 'SET work_mem = ''64MB'''" in sql
-    assert "EXECUTE 'RESET lock_timeout'" in sql
-    assert sql.count("EXCEPTION WHEN OTHERS THEN NULL") == 3
-    same = replay_statements({"search_path": "a"}, {"search_path": "a"})
-    assert same == ""

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from bench import hotpath
-from bench.hotpath import ROW_DESCRIPTION, _msg
 from pyproxy.net.client import ClientConn
 from pyproxy.net.server import ServerConn
-from pyproxy.pool.prepared import SKIP
 from pyproxy.proto import messages as m
+from pyproxy.session.prepared import SKIP
+from tests.support import fakes
 from tests.support.extended import bind, describe, execute, parse, sync
+from tests.support.fakes import ROW_DESCRIPTION
+from tests.support.fakes import message as _msg
 from tests.support.recording import Recorder, plain
 
 QUERY = m.query("select abalance from pgbench_accounts where aid = 1")
@@ -49,7 +50,7 @@ def extended_reply(*rows: bytes) -> bytes:
 def answered_client(mode: str, request: bytes, first: bytes) -> tuple[ClientConn, ServerConn]:
     """A client whose ``request`` was answered once with ``first`` (so it learnt the reply's
     shape) and was sent again: its server is waiting to send the second reply."""
-    _, clients = hotpath._world(1, mode)
+    _, clients = fakes.world(1, mode)
     client = clients[0]
     client.data_received(request)
     server = client.server
@@ -76,10 +77,10 @@ def outcome(client: ClientConn, server: ServerConn) -> dict[str, Any]:
         "linked": client.server is server,
         "held": server.held,
         "idle": server in pool.idle,
-        "client_state": client.state,
-        "server_state": server.state,
-        "tail": bytes(server._tail),
-        "skip": server._skip,
+        "client_state": client.phase,
+        "server_state": server.phase,
+        "tail": bytes(server.tail),
+        "skip": server.skip,
     }
 
 
@@ -243,7 +244,7 @@ def test_statement_mode_reply_in_a_transaction_leaves_an_aborted_block() -> None
     back and the client gets one error and ReadyForQuery E, then 25P02 until ROLLBACK."""
 
     async def run() -> list[bytes]:
-        _, clients = hotpath._world(1, "statement")
+        _, clients = fakes.world(1, "statement")
         client = clients[0]
         client.transport = Recorder()  # type: ignore[assignment]
         client.data_received(QUERY)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from bench import hotpath
 from pyproxy.net.client import ClientConn
 from pyproxy.net.server import ServerConn
+from tests.support import fakes
 from tests.support.extended import bind, describe, execute, flush, parse, sync
 from tests.support.recording import Recorder, plain
 from tests.support.wire import typed
@@ -28,7 +28,7 @@ def request(value: str | None = "12345", *, portal: str = "", stmt: str = "") ->
 def linked_client() -> tuple[ClientConn, ServerConn]:
     """A client whose first requests (a named Parse, then ``request()``) were answered: it
     keeps its server, and has learnt the shape of ``request()``."""
-    _, clients = hotpath._world(1)
+    _, clients = fakes.world(1)
     client = clients[0]
     client.transport = Recorder()  # type: ignore[assignment]
     client.data_received(parse("s", SQL) + sync())  # a named statement, for the cases below
@@ -50,10 +50,10 @@ def outcome(client: ClientConn, server: ServerConn) -> dict[str, Any]:
         "queue": [tuple(map(plain, entry)) for entry in server.stmts.queue],
         "sent_seg": server.stmts.sent_seg,
         "open_ext": client.open_ext,
-        "copy_syncs": client._copy_syncs,
-        "tail": bytes(client._tail),
-        "skip": client._skip,
-        "state": client.state,
+        "copy_syncs": client.copy_syncs,
+        "tail": bytes(client.tail),
+        "skip": client.skip,
+        "state": client.phase,
     }
 
 
@@ -62,12 +62,12 @@ def both_ways(data: bytes) -> tuple[dict[str, Any], dict[str, Any], bool]:
 
     async def run() -> tuple[dict[str, Any], dict[str, Any], bool]:
         shaped, server = linked_client()
-        assert shaped._shape is not None
-        walks = shaped._shape_misses  # counts the requests the walk could have learnt from
+        assert shaped.shape is not None
+        walks = shaped.shape_misses  # counts the requests the walk could have learnt from
         shaped.data_received(data)
-        matched = shaped._shape_misses == walks
+        matched = shaped.shape_misses == walks
         walked, other = linked_client()
-        walked._shape = None
+        walked.shape = None
         walked.data_received(data)
         return outcome(shaped, server), outcome(walked, other), matched
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from pyproxy.pool.params import tracked_set
-from pyproxy.pool.session_state import analyze, needs_analysis, needs_analysis_statement_mode
+from pyproxy.session.analysis import analyze, needs_analysis, needs_analysis_statement_mode
+from pyproxy.session.params import tracked_set
 
 EXCLUDED = frozenset({"lock_timeout"})
 TRACKED = tracked_set(("IntervalStyle",))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyproxy.pool.sqlscan import first_keywords, mask, split_statements
+from pyproxy.session.sqlscan import first_keywords, mask, split_statements
 
 
 def test_mask_keeps_length_and_blanks_comments_and_quoted_text() -> None:

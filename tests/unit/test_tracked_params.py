@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyproxy.pool.params import canonical, differences, set_statements, tracked_set
+from pyproxy.session.params import canonical, differences, set_statements, tracked_set
 
 
 def test_client_encoding_spellings_postgresql_accepts_compare_equal() -> None:

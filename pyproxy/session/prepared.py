@@ -21,11 +21,10 @@ their own connection.
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict, deque
 from typing import Any
 
-_I = struct.Struct("!I")
+from pyproxy.proto.messages import parse_message
 
 # Response actions for ParseComplete/CloseComplete, in the order the server will send them.
 FORWARD = 0  # pass the response to the client
@@ -35,7 +34,6 @@ AS_PARSE = 2  # a CloseComplete standing in for a ParseComplete: rewrite it
 PREFIX = b"PYPROXY_"
 NOOP_NAME = b"PYPROXY_NOOP"
 UNKNOWN_PREFIX = b"PYPROXY_?"  # a client's unknown name that looks like ours: never prepared
-PARSE_COMPLETE = b"1\x00\x00\x00\x04"
 STALE_PLAN = b"cached plan must not change result type"
 _FEATURE_NOT_SUPPORTED = b"C0A000\x00"
 
@@ -53,8 +51,7 @@ class Statement:
     def __init__(self, name: bytes, rest: bytes) -> None:
         self.name = name
         self.rest = rest
-        body = name + b"\x00" + rest
-        self.parse_message = b"P" + _I.pack(len(body) + 4) + body
+        self.parse_message = parse_message(name, rest)
         self.query = rest[: rest.find(b"\x00")]
         self.retired = False
         self.analyses: list[Any] | None = None  # session-state analysis, outside/inside a tx
@@ -173,48 +170,6 @@ class ServerStatements:
         self.forget_all()
 
 
-def split_name(body: bytes, start: int = 0) -> tuple[bytes, int]:
-    """The NUL-terminated name at ``start`` and the offset just after its terminator."""
-    end = body.index(b"\x00", start)
-    return body[start:end], end + 1
-
-
-def frame(type_: bytes, body: bytes) -> bytes:
-    return type_ + _I.pack(len(body) + 4) + body
-
-
-def close_statement(name: bytes) -> bytes:
-    return frame(b"C", b"S" + name + b"\x00")
-
-
-def bind_with(portal: bytes, stmt: bytes, rest: bytes) -> bytes:
-    body = portal + b"\x00" + stmt + b"\x00" + rest
-    return b"B" + _I.pack(len(body) + 4) + body
-
-
-def bind_no_parameters(portal: bytes, stmt: bytes) -> bytes:
-    """Bind ``stmt`` (which takes no parameters) to ``portal`` with default formats."""
-    return bind_with(portal, stmt, b"\x00\x00\x00\x00\x00\x00")
-
-
-def describe_statement(name: bytes) -> bytes:
-    return frame(b"D", b"S" + name + b"\x00")
-
-
 def unknown_name(name: bytes) -> bytes:
     """A client name unknown to it, made safe to send: never one of pyproxy's server names."""
     return UNKNOWN_PREFIX + name if name.startswith(PREFIX) else name
-
-
-def parse_rest_with_query(rest: bytes, query: bytes) -> bytes:
-    """The Parse body after the name with another query text; unspecified types become text.
-
-    PostgreSQL refuses a Parse whose parameter of unspecified type is not used by the query.
-    """
-    end = rest.index(b"\x00")
-    types = rest[end + 1 :]
-    if len(types) >= 2:
-        n = struct.unpack_from("!H", types)[0]
-        oids = struct.unpack_from(f"!{n}I", types, 2) if len(types) >= 2 + 4 * n else ()
-        types = struct.pack(f"!H{len(oids)}I", len(oids), *(o or 25 for o in oids))
-    return query + b"\x00" + types

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pyproxy.pool.sqlscan import split_statements
+from pyproxy.session.sqlscan import split_statements
 
 # Cheap pre-filter: only queries containing one of these words are tokenized.
 _TRIGGER_WORDS = (

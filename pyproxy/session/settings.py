@@ -9,7 +9,7 @@ that cannot be replayed; ``apply_sql`` makes another server match before the cli
 on it.
 
 Parameters PostgreSQL reports with ParameterStatus (client_encoding, TimeZone, ...) are left
-out: they follow their client through ``pyproxy.pool.params``.
+out: they follow their client through ``pyproxy.session.params``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pyproxy.pool.params import quote_literal
+from pyproxy.session.params import quote_literal
 
 Settings = dict[str, str]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import struct
 
 from pyproxy.errors import IN_FAILED_SQL_TRANSACTION
-from pyproxy.pool.sqlscan import split_statements
 from pyproxy.proto import messages as m
+from pyproxy.session.sqlscan import split_statements
 
 _ABORTED = "current transaction is aborted, commands ignored until end of transaction block"
 _ENDS = {"commit", "end", "rollback", "abort"}

@@ -1,6 +1,6 @@
 """Client-to-server slow path: prepared-statement rewrites and session-state checks, per message.
 
-The hot path in ``ClientConn.data_received`` only counts requests; it hands a chunk over to
+The hot path in ``ClientSide.data_received`` only counts requests; it hands a chunk over to
 ``forward_slow`` from the first message that needs more than counting (a named statement, or a
 query that mentions a session-state keyword).
 
@@ -12,18 +12,17 @@ is when they run: a statement prepared once and executed often is checked every 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from pyproxy.errors import ACTIVE_SQL_TRANSACTION, FEATURE_NOT_SUPPORTED
-from pyproxy.pool import prepared as ps
-from pyproxy.pool.aborted_block import opens_block, starts_block
-from pyproxy.pool.params import quote_literal
-from pyproxy.pool.session_state import Analysis, analyze, needs_analysis
-from pyproxy.pool.sqlscan import split_statements
 from pyproxy.proto import messages as m
-from pyproxy.proto.framing import length_at
+from pyproxy.proto.codes import BIND, CLOSE, DESCRIBE, IDLE, IN_FAILED_TRANSACTION, PARSE, QUERY
+from pyproxy.session import prepared as ps
+from pyproxy.session.aborted_block import starts_block
+from pyproxy.session.analysis import Analysis, analyze, needs_analysis
+from pyproxy.session.params import quote_literal
+from pyproxy.session.peers import ClientSide, ServerSide
+from pyproxy.session.sqlscan import split_statements
 
-FRONTEND_TYPES = frozenset(b"BCDEFHPQSXcdf")  # what a logged-in frontend may send
 STATEMENT_BLOCK = (
     "transaction blocks are not allowed in statement pooling mode: use a pool in session or "
     "transaction mode"
@@ -33,144 +32,70 @@ STATEMENT_HINT = (
     "an error; pg_dump and pg_restore need a session or transaction pool"
 )
 
-if TYPE_CHECKING:
-    from pyproxy.net.client import ClientConn
-    from pyproxy.net.server import ServerConn
 
-
-def forward_slow(client: ClientConn, server: ServerConn, data: bytes, off: int) -> None:
-    """Forward ``data[off:]`` message by message; ``data[:off]`` was already counted.
-
-    Messages that only need counting are passed on in runs, as slices of ``data``; the others
-    go through ``_message``, which may rewrite them.
-    """
-    st = server.transport
-    out: list[bytes] = []
-    run = 0  # start of the bytes passed on unchanged, not yet in ``out``
-    n = len(data)
-    limit = server.max_packet
-    sts = server.stmts
-    while n - off >= 5:
-        t = data[off]
-        ln = length_at(data, off)[0]
-        end = off + 1 + ln
-        if ln < 4 or ln > limit:
-            out.append(data[run:off])
-            st.write(b"".join(out))
-            client._bad_length(t, ln)
-            return
-        if end > n:
-            break
-        if t not in FRONTEND_TYPES:
-            out.append(data[run:off])
-            st.write(b"".join(out))
-            client.violation(t)
-            return
-        if (
-            client.statement_mode
-            and (t == 81 or (t == 80 and not client.open_ext))
-            and opens_block(data, off)
-        ):
-            # A transaction block in statement mode: refused once what came before is answered.
-            out.append(data[run:off])
-            st.write(b"".join(out))
-            client.defer(data[off:], server)
-            return
-        if t == 69:  # Execute
-            client.open_ext = True
-            client._copy_syncs = 0
-        elif t == 83:  # Sync
-            server.pending += 1
-            sts.sent_seg += 1
-            client.open_ext = False
-            client._copy_syncs += 1
-        elif t == 68 and end > off + 5 and data[off + 5] != 83:  # Describe of a portal
-            client.open_ext = True
-        elif t == 88:  # Terminate
-            out.append(data[run:off])
-            st.write(b"".join(out))
-            client.transport.close()
-            return
-        else:
-            if off > run:
-                out.append(data[run:off])
-            try:
-                if t == 66 and client.track:  # Bind: the commonest message needing a rewrite
-                    client.open_ext = True
-                    _bind(client, server, data, off, end, out)
-                else:
-                    _message(client, server, t, data, off, end, out)
-            except (ValueError, IndexError, struct.error):
-                out.append(data[off:end])  # malformed: PostgreSQL answers with its own error
-            run = end
-        off = end
-    if off > run:
-        out.append(data[run:off])
-    if off < n:
-        client._keep(data, off)
-    if out:
-        st.write(b"".join(out))
-
-
-def _message(
-    client: ClientConn,
-    server: ServerConn,
+def rewrite_message(
+    client: ClientSide,
+    server: ServerSide,
     t: int,
     data: bytes,
     off: int,
     end: int,
     out: list[bytes],
 ) -> None:
-    """One message that may need a rewrite or a check (``forward_slow`` passes on Execute,
-    Sync and Describe of a portal itself, and a tracked Bind goes to ``_bind``)."""
+    """One message that may need a rewrite or a check, counted and appended to ``out``: a
+    Query or Parse whose text may touch session state, a message naming a prepared statement.
+    A malformed one is passed on: PostgreSQL answers it with its own error."""
+    try:
+        _rewrite(client, server, t, data, off, end, out)
+    except (ValueError, IndexError, struct.error):
+        out.append(data[off:end])
+
+
+def _rewrite(
+    client: ClientSide,
+    server: ServerSide,
+    t: int,
+    data: bytes,
+    off: int,
+    end: int,
+    out: list[bytes],
+) -> None:
     sts = server.stmts
-    if t == 81:  # Query
-        client._copy_syncs = 0
+    if t == QUERY:
+        client.copy_syncs = 0
         _query(client, server, data, off, end, out)
         return
-    if t == 70:  # FunctionCall: answered by a ReadyForQuery
-        server.pending += 1
-        sts.sent_seg += 1
-        out.append(data[off:end])
+    if t in (PARSE, BIND, DESCRIBE, CLOSE):
+        client.open_ext = True  # an error in one makes PostgreSQL skip messages up to a Sync
+    if t == BIND and client.track:
+        _bind(client, server, data, off, end, out)
         return
-    if t == 99 or t == 102:  # CopyDone, CopyFail: Syncs sent during COPY IN were ignored
-        if server.copy_in == sts.recv_seg + 1:
-            server.pending -= client._copy_syncs
-            sts.sent_seg -= client._copy_syncs
-        server.copy_in = 0
-        client._copy_syncs = 0
-        out.append(data[off:end])
-        return
-    if t in (80, 66, 68, 67) or (t == 72 and end - off != 5):
-        # Extended-protocol messages: an error in one (also in a Flush with a body) makes
-        # PostgreSQL skip messages up to a Sync.
-        client.open_ext = True
-    if t == 80:  # Parse
+    if t == PARSE:
         _parse(client, server, data[off + 5 : end], data[off:end], out)
         return
     if not client.track:
         out.append(data[off:end])
         return
     body = data[off + 5 : end]
-    if t == 68:  # Describe
+    if t == DESCRIBE:
         if body[:1] == b"S" and len(body) > 2:
             name = body[1:-1]
             stmt = client.stmts.get(name)
             if stmt is not None:
                 _ensure(server, stmt, out)
-                out.append(ps.describe_statement(stmt.name))
+                out.append(m.describe_statement(stmt.name))
             else:  # unknown: PostgreSQL answers 26000 itself
-                out.append(ps.describe_statement(ps.unknown_name(name)))
+                out.append(m.describe_statement(ps.unknown_name(name)))
             return
         out.append(data[off:end])
-    elif t == 67:  # Close
+    elif t == CLOSE:
         if body[:1] == b"S" and len(body) > 2:
             # Answered by a Close of a name no server has; the shared statement stays.
             name = body[1:-1]
             previous = client.stmts.pop(name, None)
             undo = (client.stmts, name, previous) if previous is not None else None
             sts.queue.append((ps.FORWARD, sts.sent_seg, None, undo, None))
-            out.append(ps.close_statement(ps.NOOP_NAME))
+            out.append(m.close_statement(ps.NOOP_NAME))
             return
         sts.queue.append((ps.FORWARD, sts.sent_seg, None))
         out.append(data[off:end])
@@ -179,18 +104,18 @@ def _message(
 
 
 def _parse(
-    client: ClientConn, server: ServerConn, body: bytes, raw: bytes, out: list[bytes]
+    client: ClientSide, server: ServerSide, body: bytes, raw: bytes, out: list[bytes]
 ) -> None:
     sts = server.stmts
     seg = sts.sent_seg
-    name, after = ps.split_name(body)
+    name, after = m.split_name(body)
     rest = body[after:]
     if client.statement_mode and starts_block(
         rest[: rest.find(b"\x00")].decode("utf-8", "replace")
     ):
         # BEGIN inside an extended-protocol batch already under way: prepared as a refusal.
         query = refusal_sql(STATEMENT_BLOCK, STATEMENT_HINT, ACTIVE_SQL_TRANSACTION).encode()
-        raw = ps.frame(b"P", name + b"\x00" + ps.parse_rest_with_query(rest, query))
+        raw = m.frame(b"P", name + b"\x00" + m.parse_rest_with_query(rest, query))
         if client.track:
             sts.queue.append((ps.FORWARD, seg, None))
         out.append(raw)
@@ -202,7 +127,7 @@ def _parse(
             refusal = _decide(client, server, result)
             if refusal is not None:
                 query = refusal_sql(*refusal).encode()
-                raw = ps.frame(b"P", name + b"\x00" + ps.parse_rest_with_query(rest, query))
+                raw = m.frame(b"P", name + b"\x00" + m.parse_rest_with_query(rest, query))
             else:
                 _apply(client, server, result)
         if client.track:
@@ -220,7 +145,7 @@ def _parse(
     undo = (client.stmts, name, None)
     if sts.has(stmt.name):
         sts.queue.append((ps.AS_PARSE, seg, None, undo, None))
-        out.append(ps.close_statement(ps.NOOP_NAME))
+        out.append(m.close_statement(ps.NOOP_NAME))
         return
     _close_unsure(server, stmt.name, out)
     sts.queue.append((ps.FORWARD, seg, stmt.name, undo, None))
@@ -229,7 +154,7 @@ def _parse(
 
 
 def _bind(
-    client: ClientConn, server: ServerConn, data: bytes, off: int, end: int, out: list[bytes]
+    client: ClientSide, server: ServerSide, data: bytes, off: int, end: int, out: list[bytes]
 ) -> None:
     """The Bind ``data[off:end]``: a named statement's gets the server-side name."""
     portal_end = data.index(0, off + 5, end)
@@ -242,7 +167,7 @@ def _bind(
     rest = data[name_end + 1 : end]
     stmt = client.stmts.get(name)
     if stmt is None:  # unknown: PostgreSQL answers 26000 itself
-        out.append(ps.bind_with(portal, ps.unknown_name(name), rest))
+        out.append(m.bind_with(portal, ps.unknown_name(name), rest))
         return
     sts = server.stmts
     if stmt.retired and stmt.name not in sts.prepared:
@@ -256,22 +181,22 @@ def _bind(
             _bind_refusal(client, server, portal, refusal_sql(*refusal), out)
             return
     _ensure(server, stmt, out)
-    out.append(ps.bind_with(portal, stmt.name, rest))
+    out.append(m.bind_with(portal, stmt.name, rest))
     sts.note_bind(server.link_gen, stmt)
     if result is not None:
         _apply(client, server, result)
 
 
 def _bind_refusal(
-    client: ClientConn, server: ServerConn, portal: bytes, sql: str, out: list[bytes]
+    client: ClientSide, server: ServerSide, portal: bytes, sql: str, out: list[bytes]
 ) -> None:
     """Bind ``portal`` to a statement whose execution raises the error in ``sql``."""
     stmt = client.proxy.statements.get(sql.encode() + b"\x00\x00\x00")
     _ensure(server, stmt, out)
-    out.append(ps.bind_no_parameters(portal, stmt.name))
+    out.append(m.bind_no_parameters(portal, stmt.name))
 
 
-def _ensure(server: ServerConn, stmt: ps.Statement, out: list[bytes]) -> None:
+def _ensure(server: ServerSide, stmt: ps.Statement, out: list[bytes]) -> None:
     """Prepare ``stmt`` on ``server`` first if it lacks it (the ParseComplete is swallowed)."""
     sts = server.stmts
     if sts.has(stmt.name):
@@ -282,26 +207,26 @@ def _ensure(server: ServerConn, stmt: ps.Statement, out: list[bytes]) -> None:
     _evict(server, sts.add(stmt.name), out)
 
 
-def _close_unsure(server: ServerConn, name: bytes, out: list[bytes]) -> None:
+def _close_unsure(server: ServerSide, name: bytes, out: list[bytes]) -> None:
     """The server may still hold an old ``name``: close it before preparing it again."""
     sts = server.stmts
     if name in sts.unsure:
         sts.unsure.discard(name)
         sts.queue.append((ps.SKIP, sts.sent_seg, None, None, name))
-        out.append(ps.close_statement(name))
+        out.append(m.close_statement(name))
 
 
-def _evict(server: ServerConn, name: bytes | None, out: list[bytes]) -> None:
+def _evict(server: ServerSide, name: bytes | None, out: list[bytes]) -> None:
     if name is not None:
         sts = server.stmts
         sts.queue.append((ps.SKIP, sts.sent_seg, None, None, name))
-        out.append(ps.close_statement(name))
+        out.append(m.close_statement(name))
 
 
 # ---- session state ---------------------------------------------------------------------------
 
 
-def _inspect(client: ClientConn, server: ServerConn, rest: bytes) -> Analysis | None:
+def _inspect(client: ClientSide, server: ServerSide, rest: bytes) -> Analysis | None:
     """The analysis of a Parse's query text, or None when it cannot touch session state."""
     if not client.inspect:
         return None
@@ -309,11 +234,13 @@ def _inspect(client: ClientConn, server: ServerConn, rest: bytes) -> Analysis | 
     if not needs_analysis(rest, 0, end):
         return None
     sql = rest[:end].decode("utf-8", "replace")
-    return _relevant(analyze(sql, server.status != 73, client.proxy.excluded, client.proxy.tracked))
+    return _relevant(
+        analyze(sql, server.status != IDLE, client.proxy.excluded, client.proxy.tracked)
+    )
 
 
 def _statement_analysis(
-    client: ClientConn, server: ServerConn, stmt: ps.Statement
+    client: ClientSide, server: ServerSide, stmt: ps.Statement
 ) -> Analysis | None:
     """A named statement's analysis, computed once per transaction state and cached on it."""
     if not client.inspect:
@@ -329,14 +256,14 @@ def _statement_analysis(
             _relevant(analyze(sql, False, excluded, tracked)),
             _relevant(analyze(sql, True, excluded, tracked)),
         ]
-    return cached[server.status != 73]
+    return cached[server.status != IDLE]
 
 
 def _relevant(result: Analysis) -> Analysis | None:
     return result if result else None
 
 
-def _decide(client: ClientConn, server: ServerConn, result: Analysis) -> tuple[str, str] | None:
+def _decide(client: ClientSide, server: ServerSide, result: Analysis) -> tuple[str, str] | None:
     """Apply the pool's policy to the findings: pin, warn (and count), or return a refusal
     (message, hint).
 
@@ -370,7 +297,7 @@ def _decide(client: ClientConn, server: ServerConn, result: Analysis) -> tuple[s
     return None
 
 
-def _apply(client: ClientConn, server: ServerConn, result: Analysis) -> None:
+def _apply(client: ClientSide, server: ServerSide, result: Analysis) -> None:
     """Record what a statement that runs does to the client's session: settings to read back
     at the end of the transaction, a pin to check again, deallocations."""
     for target in result.deallocate:
@@ -387,12 +314,12 @@ def _apply(client: ClientConn, server: ServerConn, result: Analysis) -> None:
 
 
 def _query(
-    client: ClientConn, server: ServerConn, data: bytes, off: int, end: int, out: list[bytes]
+    client: ClientSide, server: ServerSide, data: bytes, off: int, end: int, out: list[bytes]
 ) -> None:
     raw = data[off:end]
     if client.inspect and needs_analysis(data, off + 5, end):
         sql = data[off + 5 : end - 1].decode("utf-8", "replace")
-        result = analyze(sql, server.status != 73, client.proxy.excluded, client.proxy.tracked)
+        result = analyze(sql, server.status != IDLE, client.proxy.excluded, client.proxy.tracked)
         refusal = _decide(client, server, result)
         if refusal is not None:
             raw = m.query(refusal_sql(*refusal))
@@ -409,7 +336,7 @@ _DEALLOCATE_NAME = "pyproxy_deallocate"
 
 
 def _deallocate_client_statement(
-    client: ClientConn, server: ServerConn, sql: str, result: Analysis, out: list[bytes]
+    client: ClientSide, server: ServerSide, sql: str, result: Analysis, out: list[bytes]
 ) -> bool:
     """SQL ``DEALLOCATE name`` of a protocol-level statement (PHP PDO does this).
 
@@ -422,7 +349,12 @@ def _deallocate_client_statement(
     if target is None or target == "all" or result.findings or result.settings:
         return False
     name = target.encode()
-    if name not in client.stmts or server.pending or client.open_ext or server.status == 69:
+    if (
+        name not in client.stmts
+        or server.pending
+        or client.open_ext
+        or server.status == IN_FAILED_TRANSACTION
+    ):
         return False
     if len(split_statements(sql)) != 1:
         return False
@@ -431,8 +363,8 @@ def _deallocate_client_statement(
     throwaway = _DEALLOCATE_NAME.encode()
     sts.queue.append((ps.SKIP, sts.sent_seg, None))
     sts.queue.append((ps.SKIP, sts.sent_seg, None))
-    out.append(ps.close_statement(throwaway))
-    out.append(ps.frame(b"P", throwaway + b"\x00SELECT 1\x00\x00\x00"))
+    out.append(m.close_statement(throwaway))
+    out.append(m.frame(b"P", throwaway + b"\x00SELECT 1\x00\x00\x00"))
     return True
 
 

@@ -87,20 +87,3 @@ def parse_options(options: str) -> dict[str, str]:
         out[name] = re.sub(r"\\(.)", r"\1", m.group(2))
         pos = m.end()
     return out
-
-
-def replay_statements(client: dict[str, str], server: dict[str, str]) -> str:
-    """SET what the client set but the server lacks; RESET what only the server has.
-
-    One DO block: each command runs on its own and a failing one is skipped, since the value
-    comes from a client's ``SET`` that PostgreSQL may have refused when it was first sent.
-    """
-    parts = [f"SET {name} = {value}" for name, value in client.items() if server.get(name) != value]
-    parts += [f"RESET {name}" for name in server if name not in client]
-    if not parts:
-        return ""
-    body = "".join(
-        f"BEGIN EXECUTE {quote_literal(part)}; EXCEPTION WHEN OTHERS THEN NULL; END;"
-        for part in parts
-    )
-    return f"DO $pyproxy_replay$BEGIN {body} END$pyproxy_replay$"

@@ -11,28 +11,25 @@ PostgreSQL reads and ignores, so that the server's input is at a message boundar
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pyproxy.net.server import ServerConn
+from pyproxy.proto.codes import COPY_IN_TYPES
 
 _unpack_len = struct.Struct("!I").unpack_from
-COPY_IN_TYPES = (b"d", b"c", b"f")  # CopyData, CopyDone, CopyFail
-COPY_IN_CODES = frozenset(b"dcf")
+
 PAD_LIMIT = 1 << 20  # a longer cut message closes the server instead
 
 
-def complete_cut_copy_data(server: ServerConn, missing: int) -> bool:
-    """Send the ``missing`` bytes of a cut CopyData; False if the server must be closed."""
-    if missing > PAD_LIMIT or server.transport is None or server.transport.is_closing():
-        return False
-    server.transport.write(bytes(missing))
-    return True
+def complete_cut_copy_data(missing: int) -> bytes | None:
+    """The ``missing`` bytes of a cut CopyData (zeros PostgreSQL reads and ignores); None if
+    so much is missing that the server must be closed instead."""
+    if missing > PAD_LIMIT:
+        return None
+    return bytes(missing)
 
 
 def is_copy_leftover(first: bytes, discard: int) -> bool:
     """Does data starting with ``first`` (or a pending ``discard``) begin with leftovers?"""
-    return discard > 0 or first[:1] in COPY_IN_TYPES
+    return discard > 0 or (first[:1] != b"" and first[0] in COPY_IN_TYPES)
 
 
 def drop_copy_leftovers(data: bytes, discard: int) -> tuple[bytes, int, bytes]:
@@ -48,7 +45,7 @@ def drop_copy_leftovers(data: bytes, discard: int) -> tuple[bytes, int, bytes]:
         data = data[discard:]
     n = len(data)
     off = 0
-    while off < n and data[off] in COPY_IN_CODES:
+    while off < n and data[off] in COPY_IN_TYPES:
         if n - off < 5:
             return b"", 0, data[off:]
         end = off + 1 + _unpack_len(data, off + 1)[0]

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from pyproxy.config import ClusterConfig, Config, PoolConfig
 from pyproxy.errors import ADMIN_SHUTDOWN, INVALID_CATALOG_NAME, PgError
-from pyproxy.pool.pool import WAIT_BOUNDS, Connector, Pool
+from pyproxy.pool.opening import Connector
+from pyproxy.pool.pool import WAIT_BOUNDS, Pool
+from pyproxy.pool.stats import counters, snapshot
 
 log = logging.getLogger("pyproxy.manager")
 PAUSE_POLL = 0.01  # seconds between checks for running transactions while pausing
 
 
-class PoolManager:
+class PoolRegistry:
     """Pool definitions (from the file and the API) and the live pools serving them.
 
     A definition without a fixed ``user`` gets one live pool per client user, as PgBouncer
@@ -110,16 +113,14 @@ class PoolManager:
                 account = cluster.user(pool.user or user_key)
                 live.login_user = pool.user or user_key
                 live.login_password = account.password if account else None
-            live.release_held()
+            live.reclaim_kept()
             live.reconfigure(pool)
             if target_changed:
-                for server in list(live.idle):
-                    server.close("pool db/user changed")
-                for server in live.active:
-                    server.stale = True
+                live.close_idle("pool db/user changed")
+                live.mark_stale()
                 live.forget_welcome()
             while live.idle and live.total > pool.size:
-                live.idle.popleft().close("pool shrunk")
+                live.close_idle("pool shrunk", keep=len(live.idle) - 1)
         log.info("pool %s updated (%s, size %d, db %s)", name, pool.mode, pool.size, pool.db)
 
     def remove_pool(self, name: str) -> None:
@@ -131,9 +132,9 @@ class PoolManager:
         for key in [k for k in self._live if k[0] == name]:
             live = self._live.pop(key)
             live.mark_deleted()
-            for client in list(live.waiters):
+            waiters, live.waiters = list(live.waiters), deque()
+            for client in waiters:
                 client.on_wait_error(err)
-            live.waiters.clear()
             for client in list(live.clients):
                 client.kick(err)
             live.close_all("pool deleted")
@@ -182,14 +183,14 @@ class PoolManager:
             "cl_pinned": 0,
         }
         for live in self.live_pools(name):
-            for k, v in live.snapshot().items():
+            for k, v in snapshot(live).items():
                 total[k] = total.get(k, 0) + v
         return total
 
     def pool_counters(self, name: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for live in self.live_pools(name):
-            for k, v in live.counters().items():
+            for k, v in counters(live).items():
                 out[k] = out.get(k, 0) + v
         return out
 
@@ -247,17 +248,19 @@ class PoolManager:
         self._paused.update(names)
         for live in self._paused_pools(names):
             live.set_paused(True)
-            live.release_held()
+            live.reclaim_kept()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while any(live.active or live.connecting for live in self._paused_pools(names)):
+        while any(
+            live.linked or live.cleaning or live.canceling or live.connecting
+            for live in self._paused_pools(names)
+        ):
             if deadline is not None and loop.time() >= deadline:
                 self.resume_pools(names)
                 raise TimeoutError(f"pools still busy after {timeout:g} s; pause undone")
             await asyncio.sleep(PAUSE_POLL)
         for live in self._paused_pools(names):
-            while live.idle:
-                live.idle.pop().close("pool paused")
+            live.close_idle("pool paused")
         log.info("paused pools: %s", ", ".join(names) or "none")
         return sorted(names)
 

@@ -1,0 +1,72 @@
+"""A client's login exchange with pyproxy (trust, md5, SCRAM-SHA-256) as a step machine: a
+message in, the bytes to answer and whether the client is authenticated (sans-IO).
+
+A wrong password and an unknown user fail the same way (AuthFailed), with the same timing
+shape: an unknown user gets a fake SCRAM secret and runs the whole exchange.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from pyproxy.auth.md5 import md5_verify
+from pyproxy.auth.scram import AuthFailed, ScramServer
+from pyproxy.errors import PROTOCOL_VIOLATION, PgError
+from pyproxy.proto import messages as m
+from pyproxy.proto.codes import AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, PASSWORD_MESSAGE
+
+
+class ClientExchange:
+    """One login attempt of ``user`` (whose configured password is ``password``, None when
+    unknown) by ``method``; ``scram_secret`` is its SCRAM secret (fake when unknown)."""
+
+    def __init__(self, method: str, user: str, password: str | None, scram_secret: str) -> None:
+        self.method = method
+        self.user = user
+        self.password = password
+        self.scram_secret = scram_secret
+        self.salt = b""
+        self.scram: ScramServer | None = None
+        self.step = 0
+
+    def start(self) -> tuple[bytes, bool]:
+        """The first authentication request, and whether the client is already in (trust)."""
+        if self.method == "trust":
+            if self.password is None:
+                raise AuthFailed("unknown user")
+            return b"", True
+        if self.method == "md5":
+            self.salt = secrets.token_bytes(4)
+            return m.auth_md5(self.salt), False
+        self.scram = ScramServer(secret=self.scram_secret)
+        return m.auth_sasl(self.scram.mechanisms), False
+
+    def message(self, kind: int, body: bytes) -> tuple[bytes, bool]:
+        """The answer to one client message and whether the client is now authenticated."""
+        if kind != PASSWORD_MESSAGE:
+            raise PgError(
+                PROTOCOL_VIOLATION, f"expected a password message, got {chr(kind)!r}", fatal=True
+            )
+        if self.method == "md5":
+            if self.password is None or not md5_verify(
+                self.user, self.password, self.salt, body
+            ):
+                raise AuthFailed("wrong password")
+            return b"", True
+        assert self.scram is not None
+        try:
+            if self.step == 0:
+                mech, data = m.parse_sasl_initial(body)
+                if mech != "SCRAM-SHA-256":
+                    raise PgError(
+                        PROTOCOL_VIOLATION, f"unsupported SASL mechanism {mech!r}", fatal=True
+                    )
+                reply = self.scram.handle_client_first(data)
+                self.step = 1
+                return m.auth_request(AUTH_SASL_CONTINUE, reply), False
+            final = self.scram.handle_client_final(body)
+        except ValueError as exc:
+            raise AuthFailed(str(exc)) from None
+        if self.password is None:
+            raise AuthFailed("unknown user")
+        return m.auth_request(AUTH_SASL_FINAL, final), True
