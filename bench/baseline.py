@@ -60,6 +60,15 @@ def resolve(ref: str, repo: Path = REPO_ROOT) -> tuple[str, str]:
     return commit, _git("rev-parse", "--short=7", commit, repo=repo)
 
 
+def has_file(commit: str, path: str, repo: Path = REPO_ROOT) -> bool:
+    """Whether `path` exists at `commit`."""
+    try:
+        _git("cat-file", "-e", f"{commit}:{path}", repo=repo)
+    except BaselineError:
+        return False
+    return True
+
+
 def working_tree(repo: Path = REPO_ROOT) -> str:
     """The commit the working tree is at, with `-dirty` when it has uncommitted changes."""
     try:
