@@ -51,7 +51,7 @@ class Companion:
 
     Unlike a Reference it has pool modes: in the (mode, protocol, clients) cells it `runs_in`,
     it runs right beside the proxy named `beside`, the two taking one place in the lineup's
-    rotation and swapping which of them goes first from one such lineup to the next.
+    rotation, which of them goes first changing from round to round and cell to cell.
     """
 
     name: str
@@ -120,8 +120,8 @@ def build_plan(
     interleaved with the first mode cell of that group, and its figures serve every mode.
     Each of `references` runs the same way, next to direct, in the groups it `runs_in`.
     Each of `companions` joins the lineup in the cells it `runs_in`, right beside its proxy: the
-    two take one place in the rotation, and which of them goes first alternates from one of
-    these lineups to the next, so neither always follows the same target.
+    two take one place in the rotation, and which of them goes first changes from round to
+    round and cell to cell (see `_places`), so neither always follows the same target.
     `skip` holds (target, mode, protocol) combinations a target cannot carry.
     """
     groups: dict[tuple[str, int], list[str]] = {}
@@ -162,9 +162,12 @@ def _places(
     joined: Counter[str],
 ) -> list[list[str]]:
     """The proxies' places in a lineup: each proxy alone, or with the companions that run
-    beside it in `cell`: after it in a companion's 1st, 3rd, ... lineup, before it in its 2nd,
-    4th, ... (counted in `joined`). A companion whose proxy is not there takes a place of its
-    own at the end."""
+    beside it in `cell`, after it or before it in the pattern after, before, before, after,
+    ... over the lineups the companion joins (counted in `joined`). Any two or three lineups in
+    a row have both orders (the rounds of a cell), and so do the cells of one protocol or of one
+    client count when each has a single round (a plain alternation would put the proxy first in
+    every simple cell and last in every extended one). A companion whose proxy is not there
+    takes a place of its own at the end."""
     places = [[name] for name in proxies]
     for companion in companions:
         if not companion.runs_in(*cell):
@@ -172,7 +175,7 @@ def _places(
         place = next((p for p in places if companion.beside in p), None)
         if place is None:
             places.append([companion.name])
-        elif joined[companion.name] % 2 == 0:
+        elif joined[companion.name] % 4 in (0, 3):
             place.append(companion.name)
         else:
             place.insert(0, companion.name)

@@ -363,9 +363,10 @@ def _baseline_section(results: Row) -> list[str]:
         "",
         f"{base_name} is pyproxy's source at that commit, run with the same config on its own "
         "port, beside pyproxy in the same rounds: the two run one right after the other, "
-        "which goes first alternating. Ratios are pyproxy/baseline (this tree over the "
-        "baseline): TPS above 1 and CPU below 1 mean this tree does better. Each ratio is the "
-        "median of the rounds' own ratios, with its range over the rounds.",
+        "which goes first changing from round to round and cell to cell. Ratios are "
+        "pyproxy/baseline (this tree over the baseline): TPS above 1 and CPU below 1 mean this "
+        "tree does better. Each ratio is the median of the rounds' own ratios, with its range "
+        "over the rounds.",
         "",
     ]
     out += _table(

@@ -161,8 +161,8 @@ def notes(
             f"its own port. It runs in {'/'.join(baseline.modes)} mode, protocols "
             f"{' and '.join(baseline.protocols)}, {'/'.join(map(str, baseline.clients))} "
             "clients, right beside pyproxy in each round: the two take one place in the "
-            "rotation and which of them goes first alternates. It has no idle RSS or "
-            "connection-setup figures."
+            "rotation, and which of them goes first changes from round to round and cell to "
+            "cell. It has no idle RSS or connection-setup figures."
         )
     return found
 

@@ -51,8 +51,8 @@ def test_without_the_baseline_runs_the_plan_is_the_plan_without_a_baseline() -> 
         assert [r for r in plan if r.target != BASE] == without
 
 
-def test_the_baseline_runs_right_beside_pyproxy_and_they_take_turns_going_first() -> None:
-    plan = _plan()
+def _orders(plan: list[Run]) -> dict[tuple[str, int, int], str]:
+    """Which of pyproxy and the baseline went first, by (protocol, clients, round)."""
     orders = {}
     for index, run in enumerate(plan):
         if run.target != BASE:
@@ -60,13 +60,27 @@ def test_the_baseline_runs_right_beside_pyproxy_and_they_take_turns_going_first(
         mine = plan.index(Run("pyproxy", run.mode, run.protocol, run.clients, run.round))
         assert abs(mine - index) == 1, run  # back to back, nothing in between
         orders[(run.protocol, run.clients, run.round)] = "pyproxy" if mine < index else BASE
-    # Consecutive rounds of a cell swap which of the two goes first...
-    for protocol, clients in GATED:
-        firsts = [orders[(protocol, clients, r)] for r in range(3)]
-        assert firsts[0] != firsts[1] and firsts[1] != firsts[2], (protocol, clients, firsts)
-    # ...and over the whole plan each goes first about as often as the other.
-    counts = Counter(orders.values())
-    assert abs(counts["pyproxy"] - counts[BASE]) <= 2
+    return orders
+
+
+def test_the_baseline_runs_right_beside_pyproxy_and_they_take_turns_going_first() -> None:
+    for repeat in (2, 3):
+        orders = _orders(_plan(FULL, repeat))
+        # Every cell's rounds see both orders...
+        for protocol, clients in GATED:
+            firsts = {orders[(protocol, clients, r)] for r in range(repeat)}
+            assert firsts == {"pyproxy", BASE}, (repeat, protocol, clients)
+        # ...and over the whole plan each goes first about as often as the other.
+        counts = Counter(orders.values())
+        assert abs(counts["pyproxy"] - counts[BASE]) <= 2
+
+
+def test_with_one_round_each_protocol_and_client_count_sees_both_orders() -> None:
+    orders = _orders(_plan(QUICK, 1))
+    for protocol in ("simple", "extended"):
+        assert {o for (p, _, _), o in orders.items() if p == protocol} == {"pyproxy", BASE}
+    for clients in (10, 50, 200):
+        assert {o for (_, c, _), o in orders.items() if c == clients} == {"pyproxy", BASE}
 
 
 def test_the_pair_takes_its_turn_at_the_head_of_the_lineup() -> None:
