@@ -1,5 +1,7 @@
 # Everyday commands. `make demo` and `make test` are the README's quick start.
 PYTHON ?= python3
+# Extra arguments for bench and bench-quick, e.g. ARGS="--baseline HEAD~3".
+ARGS ?=
 
 .PHONY: install demo test lint bench bench-quick
 
@@ -18,8 +20,8 @@ lint:
 
 bench:
 	$(PYTHON) -m pip install -q -e '.[test,fast,bench]'
-	$(PYTHON) -m bench.run
+	$(PYTHON) -m bench.run $(ARGS)
 
 bench-quick:
 	$(PYTHON) -m pip install -q -e '.[test,fast,bench]'
-	$(PYTHON) -m bench.run --quick
+	$(PYTHON) -m bench.run --quick $(ARGS)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bench.baseline import Baseline
 from bench.pgbench import init_pgbench
 from bench.procstat import maps_mention
 from bench.targets import (
@@ -55,9 +56,11 @@ def environment(
     pyproxy_args: tuple[str, ...] = (),
     with_pgbouncer: bool = True,
     with_relay: bool = True,
+    baseline: Baseline | None = None,
 ) -> Iterator[Environment]:
-    """PostgreSQL with pgbench data at `scale`, pyproxy, (when installed and asked for)
-    PgBouncer and (when asked for) the relay.
+    """PostgreSQL with pgbench data at `scale`, pyproxy, (when given) a second pyproxy running
+    `baseline`'s source with the same config, (when installed and asked for) PgBouncer and
+    (when asked for) the relay.
 
     A proxy or the relay that fails to start is recorded in `errors`; the others still run.
     """
@@ -85,7 +88,21 @@ def environment(
         target = _start(env, stack, "pyproxy", pyproxy, log)
         if target is not None:
             env.pyproxy_event_loop = _event_loop(target)
-            log(f"pyproxy on port {target.port} (pid {target.pid}, {env.pyproxy_event_loop})")
+            log(
+                f"pyproxy on port {target.port} (pid {target.pid}, {env.pyproxy_event_loop}), "
+                f"running {target.module}"
+            )
+        if baseline is not None:
+            other = PyproxyProcess(
+                workdir, pg.host, pg.port, user, password, pool_size, BENCH_DB, pyproxy_args,
+                name=baseline.name, source=baseline.source, stem="pyproxy-baseline",
+            )  # fmt: skip
+            target = _start(env, stack, baseline.name, other, log)
+            if target is not None:
+                log(
+                    f"{baseline.name} on port {target.port} (pid {target.pid}, "
+                    f"{_event_loop(target)}), running {target.module}"
+                )
         if with_pgbouncer and os.access(PGBOUNCER_BIN, os.X_OK):
             bouncer = PgBouncerProcess(pg.host, pg.port, user, password, pool_size, BENCH_DB)
             target = _start(env, stack, "pgbouncer", bouncer, log)

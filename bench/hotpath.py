@@ -12,25 +12,39 @@ and prepared protocols and two situations of a pool of 20, in transaction and in
 Instruction counts are exact and repeatable, unlike timings on a shared machine: use them to see
 whether a change to the hot path adds or removes work. This complements `bench.run`, which
 measures the real thing (sockets, kernel, PostgreSQL) against PgBouncer.
+
+With ``--baseline REF`` it also measures pyproxy's source at git commit REF, with this harness,
+in a child process whose PYTHONPATH puts that source first, and prints both side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pyproxy
+from bench.baseline import (
+    REPO_ROOT,
+    Baseline,
+    BaselineError,
+    child_env,
+    has_file,
+    materialise,
+    working_tree,
+)
 from pyproxy.net.client import ClientConn
 from pyproxy.proto import messages as m
-from tests.support.fakes import POOL_SIZE, message, transactions, world
-
-__all__ = ["MODES", "POOL_SIZE", "PROTOCOLS", "SITUATIONS", "measure", "start_clients"]
+from tests.support.fakes import message, transactions, world
 
 SITUATIONS = {"kept": 10, "queued": 200}
 MODES = ("transaction", "statement")
@@ -93,21 +107,176 @@ def measure(
     return best / count * 1e6, sum(instructions.values()) / 1000
 
 
-async def _main(count: int) -> None:
-    print(f"{'mode':12} {'situation':10} {'protocol':9} {'µs/tx':>7} {'instructions/tx':>16}")
+Row = dict[str, Any]
+
+
+def measure_each(count: int, keep_going: bool = False) -> Iterator[Row]:
+    """Every (mode, situation, protocol): µs and instructions per transaction. With
+    `keep_going`, a measurement that fails gives a row with its `error` instead of raising.
+    Call it with an event loop running: pyproxy's objects need one."""
     for mode in MODES:
         for situation in SITUATIONS:
             for protocol in PROTOCOLS:
-                micros, instructions = measure(situation, protocol, count, mode)
-                print(f"{mode:12} {situation:10} {protocol:9} {micros:7.2f} {instructions:16.0f}")
+                row: Row = {"mode": mode, "situation": situation, "protocol": protocol}
+                try:
+                    row["us"], row["instructions"] = measure(situation, protocol, count, mode)
+                except Exception as exc:
+                    if not keep_going:
+                        raise
+                    row["error"] = f"{type(exc).__name__}: {exc}"
+                yield row
 
 
-def main(argv: list[str] | None = None) -> None:
+async def _measure_all(count: int, keep_going: bool = False) -> list[Row]:
+    return list(measure_each(count, keep_going))
+
+
+async def _print_table(count: int) -> None:
+    print(f"{'mode':12} {'situation':10} {'protocol':9} {'µs/tx':>7} {'instructions/tx':>16}")
+    for r in measure_each(count):
+        print(
+            f"{r['mode']:12} {r['situation']:10} {r['protocol']:9} "
+            f"{r['us']:7.2f} {r['instructions']:16.0f}",
+            flush=True,
+        )
+
+
+class BaselineUnmeasurable(RuntimeError):
+    """The baseline's pyproxy cannot be driven by this harness (it lacks what it uses)."""
+
+
+def measure_baseline(baseline: Baseline, count: int) -> tuple[Path, list[Row]]:
+    """Run this harness in a child on `baseline`'s pyproxy: (its package dir, its rows).
+
+    The child's cwd is the baseline's directory and its PYTHONPATH that directory, then this
+    tree (for `bench` only: `pyproxy` is found first in the baseline's directory).
+    """
+    argv = [sys.executable, "-m", "bench.hotpath", "--json", "--transactions", str(count)]
+    proc = subprocess.run(
+        argv,
+        cwd=baseline.source,
+        env=child_env(baseline.source, REPO_ROOT),
+        capture_output=True,
+        text=True,
+    )
+    found = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    errors = {r.get("error") for r in found["rows"]} if found else set()
+    if found is None or None not in errors:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        own = (
+            f"measure both commits with that commit's own harness (git show "
+            f"{baseline.short}:bench/hotpath.py)"
+            if has_file(baseline.commit, "bench/hotpath.py")
+            else "that commit has no bench/hotpath.py of its own"
+        )
+        raise BaselineUnmeasurable(
+            f"the baseline {baseline.name} ({baseline.commit}) lacks something this "
+            f"bench.hotpath needs: {min(errors - {None}) if found else last}\nThe harness "
+            "drives pyproxy's internals (ClientConn, ServerConn, PoolRegistry, ProxyState); for a "
+            f"commit older than what it drives, {own}"
+        )
+    module = Path(found["pyproxy"]).resolve().parent
+    if module != baseline.package.resolve():
+        raise BaselineUnmeasurable(
+            f"the baseline's child imported pyproxy from {module}, not from {baseline.package}"
+        )
+    return module, found["rows"]
+
+
+def _print_side_by_side(new: list[Row], base: list[Row], name: str) -> None:
+    head = f"{'mode':12} {'situation':10} {'protocol':9}"
+    print(
+        f"{head} {'µs/tx':>7} {'µs/tx':>7} {'instructions/tx':>16} {'instructions/tx':>16}"
+        f" {'new-base':>9} {'new/base':>8}"
+    )
+    print(f"{'':33} {'base':>7} {'new':>7} {name:>16} {'this tree':>16}")
+    for n, b in zip(new, base, strict=True):
+        where = f"{n['mode']:12} {n['situation']:10} {n['protocol']:9}"
+        if "error" in b:
+            print(f"{where} {'-':>7} {n['us']:7.2f} {'-':>16} {n['instructions']:16.0f}")
+            print(f"{'':33} baseline: {b['error']}")
+            continue
+        diff = n["instructions"] - b["instructions"]
+        print(
+            f"{where} {b['us']:7.2f} {n['us']:7.2f} {b['instructions']:16.0f} "
+            f"{n['instructions']:16.0f} {diff:+9.0f} {n['instructions'] / b['instructions']:8.3f}"
+        )
+
+
+def measure_with_own_harness(ref: str, count: int) -> tuple[Path, list[Row]]:
+    """The baseline measured by its own bench.hotpath (its pyproxy, bench and tests), for a
+    commit whose internals this tree's harness no longer drives."""
+    with materialise(ref, paths=("pyproxy", "bench", "tests")) as own:
+        argv = [sys.executable, "-m", "bench.hotpath", "--transactions", str(count)]
+        proc = subprocess.run(
+            argv, cwd=own.source, env=child_env(own.source), capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BaselineUnmeasurable(f"its own bench.hotpath failed too: {last}")
+        rows = []
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 5 and parts[0] in MODES:
+                mode, situation, protocol, us, instructions = parts
+                rows.append(
+                    {
+                        "mode": mode,
+                        "situation": situation,
+                        "protocol": protocol,
+                        "us": float(us),
+                        "instructions": float(instructions),
+                    }
+                )
+        return own.package, rows
+
+
+def compare(ref: str, count: int) -> int:
+    """Measure the baseline at `ref` (in a child), then this tree; print both side by side."""
+    try:
+        with materialise(ref) as baseline:
+            print(f"baseline {baseline.name}: commit {baseline.commit}", flush=True)
+            try:
+                module, base = measure_baseline(baseline, count)
+            except BaselineUnmeasurable as exc:
+                if not has_file(baseline.commit, "bench/hotpath.py"):
+                    print(f"\n{exc}\n\nthis tree alone ({working_tree()}):", flush=True)
+                    asyncio.run(_print_table(count))
+                    return 1
+                print("  this harness cannot drive it: measured by its own bench.hotpath")
+                module, base = measure_with_own_harness(ref, count)
+    except BaselineError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"  its pyproxy: {module}")
+    print(f"this tree: {working_tree()}, pyproxy in {_PYPROXY_DIR}\n", flush=True)
+    new = asyncio.run(_measure_all(count))
+    _print_side_by_side(new, base, baseline.name)
+    if any("error" in b for b in base):
+        print("\nthe baseline could not run every measurement of this harness (see above)")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__)
     parser.add_argument("--transactions", type=int, default=100_000)
+    parser.add_argument(
+        "--baseline", metavar="REF", help="also measure pyproxy at git commit REF, side by side"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the figures and pyproxy's path as JSON"
+    )
     args = parser.parse_args(argv)
-    asyncio.run(_main(args.transactions))
+    if args.baseline:
+        return compare(args.baseline, args.transactions)
+    if args.json:
+        rows = asyncio.run(_measure_all(args.transactions, keep_going=True))
+        print(json.dumps({"pyproxy": pyproxy.__file__, "rows": rows}))
+        return 0
+    asyncio.run(_print_table(args.transactions))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

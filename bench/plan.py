@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 PROTOCOLS = ("simple", "extended", "prepared")
@@ -44,10 +45,40 @@ class Reference:
         return protocol in self.protocols and clients in self.clients
 
 
+@dataclass(frozen=True)
+class Companion:
+    """A proxy measured only in some cells, in the same rounds and lineups as the proxies.
+
+    Unlike a Reference it has pool modes: in the (mode, protocol, clients) cells it `runs_in`,
+    it runs right beside the proxy named `beside`, the two taking one place in the lineup's
+    rotation, which of them goes first changing from round to round and cell to cell.
+    """
+
+    name: str
+    modes: tuple[str, ...]
+    protocols: tuple[str, ...]
+    clients: tuple[int, ...]
+    beside: str = "pyproxy"
+
+    def runs_in(self, mode: str, protocol: str, clients: int) -> bool:
+        return mode in self.modes and protocol in self.protocols and clients in self.clients
+
+
+# The gated cells: those the acceptance figures are about.
+GATED_MODES = ("transaction",)
+GATED_PROTOCOLS = ("simple", "extended")
+GATED_CLIENTS = (10, 50, 200)
+
 # The bare byte relay is the floor of the gated cells (transaction mode, simple and extended,
 # 10/50/200 clients); it opens a backend per client, so it stays out of the 1000-client cells.
-RELAY = Reference("relay", ("simple", "extended"), (10, 50, 200))
+RELAY = Reference("relay", GATED_PROTOCOLS, GATED_CLIENTS)
 REFERENCES = (RELAY,)
+
+
+def baseline_companion(name: str) -> Companion:
+    """pyproxy at another commit (`--baseline`), beside pyproxy in the gated cells."""
+    return Companion(name, GATED_MODES, GATED_PROTOCOLS, GATED_CLIENTS)
+
 
 FULL = MatrixSpec(("transaction", "session", "statement"), PROTOCOLS, CLIENTS)
 QUICK = MatrixSpec(
@@ -79,6 +110,7 @@ def build_plan(
     skip: set[tuple[str, str, str]],
     repeat: int = 1,
     references: tuple[Reference, ...] = (),
+    companions: tuple[Companion, ...] = (),
 ) -> list[Run]:
     """Order the runs so targets of one cell run back to back, rotating who goes first.
 
@@ -87,6 +119,9 @@ def build_plan(
     Direct PostgreSQL has no pool mode: it runs once per (protocol, clients) and round,
     interleaved with the first mode cell of that group, and its figures serve every mode.
     Each of `references` runs the same way, next to direct, in the groups it `runs_in`.
+    Each of `companions` joins the lineup in the cells it `runs_in`, right beside its proxy: the
+    two take one place in the rotation, and which of them goes first changes from round to
+    round and cell to cell (see `_places`), so neither always follows the same target.
     `skip` holds (target, mode, protocol) combinations a target cannot carry.
     """
     groups: dict[tuple[str, int], list[str]] = {}
@@ -95,23 +130,54 @@ def build_plan(
     ordered = sorted(groups.items(), key=lambda item: (item[0][1], PROTOCOLS.index(item[0][0])))
     runs: list[Run] = []
     turn = 0
+    joined: Counter[str] = Counter()  # lineups each companion has joined so far
     for (protocol, clients), modes in ordered:
         for index, mode in enumerate(modes):
             for round_ in range(repeat):
-                lineup: list[Run] = []
+                lineup: list[list[Run]] = []
                 if index == 0:
-                    lineup = [Run("direct", None, protocol, clients, round_)]
+                    lineup = [[Run("direct", None, protocol, clients, round_)]]
                     lineup += [
-                        Run(ref.name, None, protocol, clients, round_)
+                        [Run(ref.name, None, protocol, clients, round_)]
                         for ref in references
                         if ref.runs_in(protocol, clients)
                     ]
-                lineup += [
-                    Run(name, mode, protocol, clients, round_)
-                    for name in proxies
-                    if (name, mode, protocol) not in skip
-                ]
+                for names in _places(proxies, companions, (mode, protocol, clients), joined):
+                    place = [
+                        Run(name, mode, protocol, clients, round_)
+                        for name in names
+                        if (name, mode, protocol) not in skip
+                    ]
+                    lineup += [place] if place else []
                 shift = turn % len(lineup)
-                runs += lineup[shift:] + lineup[:shift]
+                runs += [run for place in lineup[shift:] + lineup[:shift] for run in place]
                 turn += 1
     return runs
+
+
+def _places(
+    proxies: tuple[str, ...],
+    companions: tuple[Companion, ...],
+    cell: tuple[str, str, int],
+    joined: Counter[str],
+) -> list[list[str]]:
+    """The proxies' places in a lineup: each proxy alone, or with the companions that run
+    beside it in `cell`, after it or before it in the pattern after, before, before, after,
+    ... over the lineups the companion joins (counted in `joined`). Any two or three lineups in
+    a row have both orders (the rounds of a cell), and so do the cells of one protocol or of one
+    client count when each has a single round (a plain alternation would put the proxy first in
+    every simple cell and last in every extended one). A companion whose proxy is not there
+    takes a place of its own at the end."""
+    places = [[name] for name in proxies]
+    for companion in companions:
+        if not companion.runs_in(*cell):
+            continue
+        place = next((p for p in places if companion.beside in p), None)
+        if place is None:
+            places.append([companion.name])
+        elif joined[companion.name] % 4 in (0, 3):
+            place.append(companion.name)
+        else:
+            place.insert(0, companion.name)
+        joined[companion.name] += 1
+    return places

@@ -9,6 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bench.baseline import NAME_PREFIX
+from bench.plan import GATED_CLIENTS, GATED_MODES, GATED_PROTOCOLS
+
 Row = dict[str, Any]
 TARGET_LABELS = {
     "direct": "direct",
@@ -55,14 +58,32 @@ def _paired(mine: dict[int, Row], theirs: dict[int, Row], key: str) -> list[floa
     return [ratio(run.get(key), theirs.get(r, {}).get(key)) for r, run in mine.items()]
 
 
+def _bounds(values: list[float | None]) -> list[float] | None:
+    """[lowest, highest] of the known values when there are at least two of them."""
+    known = [v for v in values if v is not None]
+    return [min(known), max(known)] if len(known) > 1 else None
+
+
+def baseline_name(runs: Iterable[Row]) -> str | None:
+    """The target name of pyproxy at the baseline commit (`pyproxy@<commit>`), if it ran."""
+    return next((r["target"] for r in runs if r["target"].startswith(NAME_PREFIX)), None)
+
+
+def label(target: str) -> str:
+    return TARGET_LABELS.get(target, target)
+
+
 def summarize(runs: list[Row]) -> list[Row]:
     """One row per (mode, protocol, clients) cell with the targets side by side.
 
     With several rounds per cell, figures are medians over the rounds and ratios are medians of
     each round's ratio (a round's targets ran back to back, so they saw the same machine).
     Like direct, the bare relay has no pool mode: its runs serve every mode of their
-    (protocol, clients), and its figures are None where it did not run.
+    (protocol, clients), and its figures are None where it did not run. The `baseline_*`
+    figures are those of pyproxy at the baseline commit (`--baseline`), None where it did not
+    run; `*_pyproxy_vs_baseline` are new/baseline, with their range over the rounds.
     """
+    base_name = baseline_name(runs)
     seen: list[tuple[str, str, int]] = []
     for run in runs:
         cell = (run["mode"], run["protocol"], run["clients"])
@@ -74,7 +95,10 @@ def summarize(runs: list[Row]) -> list[Row]:
         proxy = rounds_of(runs, "pyproxy", mode, protocol, clients)
         bouncer = rounds_of(runs, "pgbouncer", mode, protocol, clients)
         relay = rounds_of(runs, "relay", None, protocol, clients)
+        base = rounds_of(runs, base_name, mode, protocol, clients) if base_name else {}
         vs_bouncer = [v for v in _paired(proxy, bouncer, "tps") if v is not None]
+        tps_vs_base = _paired(proxy, base, "tps")
+        cpu_vs_base = _paired(proxy, base, "proxy_cpu_us_per_tx")
         rows.append(
             {
                 "mode": mode,
@@ -97,6 +121,17 @@ def summarize(runs: list[Row]) -> list[Row]:
                 "relay_cpu_us": median(r["proxy_cpu_us_per_tx"] for r in relay.values()),
                 "tps_relay_vs_pgbouncer": median(_paired(relay, bouncer, "tps")),
                 "cpu_relay_vs_pgbouncer": median(_paired(relay, bouncer, "proxy_cpu_us_per_tx")),
+                "pyproxy_latency_avg_ms": median(r["latency_avg_ms"] for r in proxy.values()),
+                "pyproxy_latency_p99_ms": median(r["latency_p99_ms"] for r in proxy.values()),
+                "baseline_tps": median(r["tps"] for r in base.values()),
+                "baseline_latency_avg_ms": median(r["latency_avg_ms"] for r in base.values()),
+                "baseline_latency_p99_ms": median(r["latency_p99_ms"] for r in base.values()),
+                "baseline_cpu_us": median(r["proxy_cpu_us_per_tx"] for r in base.values()),
+                "baseline_failed": sum(_failures(r) for r in base.values()) if base else None,
+                "tps_pyproxy_vs_baseline": median(tps_vs_base),
+                "tps_pyproxy_vs_baseline_range": _bounds(tps_vs_base),
+                "cpu_pyproxy_vs_baseline": median(cpu_vs_base),
+                "cpu_pyproxy_vs_baseline_range": _bounds(cpu_vs_base),
             }
         )
     return rows
@@ -117,9 +152,9 @@ def checks(results: Row) -> list[tuple[str, bool | None, str]]:
     gated = [
         r
         for r in summary
-        if r["mode"] == "transaction"
-        and r["protocol"] in ("simple", "extended")
-        and r["clients"] in (10, 50, 200)
+        if r["mode"] in GATED_MODES
+        and r["protocol"] in GATED_PROTOCOLS
+        and r["clients"] in GATED_CLIENTS
     ]
     tps = [r["tps_pyproxy_vs_pgbouncer"] for r in gated]
     found.append(
@@ -222,6 +257,7 @@ def markdown(results: Row) -> str:
         f"{machine.get('pgbouncer') or 'PgBouncer not installed'}",
         f"- Python {machine['python']}; uvloop {machine.get('uvloop') or 'not installed'}; "
         f"pyproxy event loop: {results.get('pyproxy_event_loop') or 'unknown'}",
+        *_source_lines(results),
         "",
         "## Settings",
         "",
@@ -271,7 +307,8 @@ def markdown(results: Row) -> str:
             for r in summarize(results["runs"])
         ],
     )
-    out += _floor_section(results)
+    out += _baseline_section(results) + _floor_section(results)
+    base_name = baseline_name(results["runs"])
     out += ["", "## Every run (in the order run)", ""]
     out += _table(
         [
@@ -289,13 +326,107 @@ def markdown(results: Row) -> str:
             "pyproxy/PgBouncer TPS",
             "pyproxy/direct TPS",
             "pyproxy/PgBouncer CPU",
+            *(["pyproxy/baseline TPS", "pyproxy/baseline CPU"] if base_name else []),
         ],
-        [_run_row(run, results["runs"]) for run in results["runs"]],
+        [_run_row(run, results["runs"], base_name) for run in results["runs"]],
     )
     out += _connection_section(results) + _idle_section(results)
     if results.get("errors"):
         out += ["", "## Errors", "", *[f"- {e}" for e in results["errors"]]]
     return "\n".join(out) + "\n"
+
+
+def _source_lines(results: Row) -> list[str]:
+    """Which pyproxy code ran: the working tree's and, with `--baseline`, the baseline's."""
+    source = results.get("pyproxy_source")
+    if not source:
+        return []
+    lines = [f"- pyproxy: working tree at {source['describe']} ({source.get('module') or '?'})"]
+    base = results.get("baseline")
+    if base:
+        lines.append(
+            f"- {base['target']}: commit {base['commit']} (`--baseline {base['ref']}`), "
+            f"run from {base.get('module') or '?'}"
+        )
+    return lines
+
+
+def _baseline_section(results: Row) -> list[str]:
+    """pyproxy beside its baseline commit, in the cells where both ran."""
+    base_name = baseline_name(results["runs"])
+    rows = [r for r in summarize(results["runs"]) if r["baseline_tps"] is not None]
+    if base_name is None or not rows:
+        return []
+    out = [
+        "",
+        f"## pyproxy against its baseline ({base_name})",
+        "",
+        f"{base_name} is pyproxy's source at that commit, run with the same config on its own "
+        "port, beside pyproxy in the same rounds: the two run one right after the other, "
+        "which goes first changing from round to round and cell to cell. Ratios are "
+        "pyproxy/baseline (this tree over the baseline): TPS above 1 and CPU below 1 mean this "
+        "tree does better. Each ratio is the median of the rounds' own ratios, with its range "
+        "over the rounds.",
+        "",
+    ]
+    out += _table(
+        [
+            "mode",
+            "protocol",
+            "clients",
+            "baseline TPS",
+            "pyproxy TPS",
+            "pyproxy/baseline TPS",
+            "range",
+            "baseline avg ms",
+            "pyproxy avg ms",
+            "baseline p99 ms",
+            "pyproxy p99 ms",
+            "baseline CPU µs/tx",
+            "pyproxy CPU µs/tx",
+            "pyproxy/baseline CPU",
+            "range",
+        ],
+        [
+            [
+                r["mode"],
+                r["protocol"],
+                str(r["clients"]),
+                _num(r["baseline_tps"]),
+                _num(r["pyproxy_tps"]),
+                _num(r["tps_pyproxy_vs_baseline"], 2),
+                _spread(r["tps_pyproxy_vs_baseline_range"]),
+                _num(r["baseline_latency_avg_ms"], 3),
+                _num(r["pyproxy_latency_avg_ms"], 3),
+                _num(r["baseline_latency_p99_ms"], 3),
+                _num(r["pyproxy_latency_p99_ms"], 3),
+                _num(r["baseline_cpu_us"], 1),
+                _num(r["pyproxy_cpu_us"], 1),
+                _num(r["cpu_pyproxy_vs_baseline"], 2),
+                _spread(r["cpu_pyproxy_vs_baseline_range"]),
+            ]
+            for r in rows
+        ],
+    )
+    tps = [r["tps_pyproxy_vs_baseline"] for r in rows]
+    cpu = [r["cpu_pyproxy_vs_baseline"] for r in rows]
+    tail = []
+    if len(rows) > 1:
+        tail.append(
+            f"Over the {len(rows)} cells: pyproxy/baseline TPS {_overall(tps)}; "
+            f"CPU {_overall(cpu)}."
+        )
+    failed = sum(r["baseline_failed"] or 0 for r in rows)
+    if failed:
+        tail.append(f"The baseline had {failed} failed transactions or aborted clients.")
+    return out + (["", " ".join(tail)] if tail else [])
+
+
+def _overall(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+    return f"median {statistics.median(known):.2f} ({_spread([min(known), max(known)])})"
 
 
 def _floor_section(results: Row) -> list[str]:
@@ -346,8 +477,8 @@ def _floor_section(results: Row) -> list[str]:
     return out
 
 
-def _run_row(run: Row, runs: list[Row]) -> list[str]:
-    tps_b = tps_d = cpu_b = None
+def _run_row(run: Row, runs: list[Row], base_name: str | None = None) -> list[str]:
+    tps_b = tps_d = cpu_b = tps_base = cpu_base = None
     round_ = run.get("round", 0)
     if run["target"] == "pyproxy":
         cell = (run["protocol"], run["clients"], round_)
@@ -355,9 +486,12 @@ def _run_row(run: Row, runs: list[Row]) -> list[str]:
         direct = find(runs, "direct", None, *cell) or {}
         tps_b, tps_d = ratio(run["tps"], bouncer.get("tps")), ratio(run["tps"], direct.get("tps"))
         cpu_b = ratio(run["proxy_cpu_us_per_tx"], bouncer.get("proxy_cpu_us_per_tx"))
+        base = (find(runs, base_name, run["mode"], *cell) if base_name else None) or {}
+        tps_base = ratio(run["tps"], base.get("tps"))
+        cpu_base = ratio(run["proxy_cpu_us_per_tx"], base.get("proxy_cpu_us_per_tx"))
     return [
         str(round_ + 1),
-        TARGET_LABELS[run["target"]],
+        label(run["target"]),
         run["mode"] or "-",
         run["protocol"],
         str(run["clients"]),
@@ -370,6 +504,7 @@ def _run_row(run: Row, runs: list[Row]) -> list[str]:
         _num(tps_b, 2),
         _num(tps_d, 2),
         _num(cpu_b, 2),
+        *([_num(tps_base, 2), _num(cpu_base, 2)] if base_name else []),
     ]
 
 
@@ -394,7 +529,7 @@ def _connection_section(results: Row) -> list[str]:
         ],
         [
             [
-                TARGET_LABELS[r["target"]],
+                label(r["target"]),
                 _num(r["tps"]),
                 _num(r["connection_avg_ms"], 3),
                 _failed_cell(r),
@@ -426,7 +561,7 @@ def _idle_section(results: Row) -> list[str]:
         ],
         [
             [
-                TARGET_LABELS[r["target"]],
+                label(r["target"]),
                 str(r["clients"]),
                 str(r["logged_in"]),
                 _num(r["rss_before"] / mib, 1),
@@ -442,8 +577,9 @@ def _idle_section(results: Row) -> list[str]:
 
 
 def draw_chart(results: Row, path: Path) -> None:
-    """Grouped bars: TPS of each target in every (mode, protocol, clients) cell; the bare relay,
-    where it ran, as a thin dashed line across its cell."""
+    """Grouped bars: TPS of each target in every (mode, protocol, clients) cell, pyproxy's
+    baseline commit included when it ran; the bare relay, where it ran, as a thin dashed line
+    across its cell."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -457,17 +593,20 @@ def draw_chart(results: Row, path: Path) -> None:
         ("PgBouncer", "pgbouncer_tps", "#4c72b0"),
         ("pyproxy", "pyproxy_tps", "#dd8452"),
     ]
-    width = 0.27
+    base_name = baseline_name(results["runs"])
+    if base_name:
+        series.append((base_name, "baseline_tps", "#f2c19b"))
+    width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(rows) + 2), 5))
-    for index, (label, key, color) in enumerate(series):
-        xs = [i + (index - 1) * width for i in range(len(rows))]
-        ax.bar(xs, [r[key] or 0 for r in rows], width, label=label, color=color)
+    for index, (name, key, color) in enumerate(series):
+        xs = [i + (index - (len(series) - 1) / 2) * width for i in range(len(rows))]
+        ax.bar(xs, [r[key] or 0 for r in rows], width, label=name, color=color)
     relay = [(i, r["relay_tps"]) for i, r in enumerate(rows) if r["relay_tps"] is not None]
     if relay:
         ax.hlines(
             [tps for _, tps in relay],
-            [i - 1.5 * width for i, _ in relay],
-            [i + 1.5 * width for i, _ in relay],
+            [i - 0.4 for i, _ in relay],
+            [i + 0.4 for i, _ in relay],
             colors="#2f7d32",
             linestyles="dashed",
             linewidth=1.2,
@@ -487,13 +626,19 @@ def draw_chart(results: Row, path: Path) -> None:
     plt.close(fig)
 
 
-def write_all(results: Row, out_dir: Path) -> None:
-    """results.json, results.md and results.png in `out_dir`."""
+def write_all(results: Row, out_dir: Path) -> bool:
+    """results.json, results.md and results.png in `out_dir`; False when there is no chart
+    because matplotlib (the `bench` extra) is not installed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results["summary"] = summarize(results["runs"])
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out_dir / "results.md").write_text(markdown(results))
-    draw_chart(results, out_dir / "results.png")
+    try:
+        draw_chart(results, out_dir / "results.png")
+    except ModuleNotFoundError as exc:
+        print(f"no chart: {exc} (pip install -e '.[bench]')", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ report."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import sys
 import tempfile
@@ -11,10 +12,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.baseline import Baseline, BaselineError, materialise, working_tree
 from bench.environment import Environment, environment
 from bench.idle_rss import measure_idle_rss
 from bench.pgbench import RunResult, run_pgbench
-from bench.plan import FULL, QUICK, REFERENCES, RELAY, MatrixSpec, Run, build_plan, session_clients
+from bench.plan import (
+    FULL,
+    QUICK,
+    REFERENCES,
+    RELAY,
+    Companion,
+    MatrixSpec,
+    Run,
+    baseline_companion,
+    build_plan,
+    session_clients,
+)
 from bench.report import markdown, summarize, write_all
 from bench.sysinfo import machine_info
 from bench.targets import POOL_NAMES, pgbouncer_carries_prepared, pgbouncer_version, raise_fd_limit
@@ -44,7 +57,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scale", type=int, default=10, help="pgbench scale factor")
     parser.add_argument("--pool-size", type=int, default=20)
     parser.add_argument("--asyncpg", action="store_true", help="run the asyncpg benchmark instead")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run pyproxy's source at git commit REF, beside this tree's in the same rounds "
+        "(transaction mode, simple and extended, 10/50/200 clients)",
+    )
+    args = parser.parse_args(argv)
+    if args.baseline and args.asyncpg:
+        parser.error("--baseline compares in the pgbench matrix, not with --asyncpg")
+    return args
 
 
 class Progress:
@@ -83,7 +105,11 @@ def describe(result: RunResult) -> str:
 
 
 def notes(
-    spec: MatrixSpec, env: Environment, skipped_prepared: bool, idle_clients: int
+    spec: MatrixSpec,
+    env: Environment,
+    skipped_prepared: bool,
+    idle_clients: int,
+    baseline: Companion | None = None,
 ) -> list[str]:
     found = [
         "Targets of one cell run back to back, the first of them rotating from round to "
@@ -128,12 +154,25 @@ def notes(
         )
     if "pgbouncer" not in env.targets:
         found.append("PgBouncer was not available: its columns are empty.")
+    if baseline is not None:
+        found.append(
+            f"{baseline.name} is pyproxy's source at the baseline commit (git archive into a "
+            "temporary directory, the only pyproxy on its PYTHONPATH), with the same config on "
+            f"its own port. It runs in {'/'.join(baseline.modes)} mode, protocols "
+            f"{' and '.join(baseline.protocols)}, {'/'.join(map(str, baseline.clients))} "
+            "clients, right beside pyproxy in each round: the two take one place in the "
+            "rotation, and which of them goes first changes from round to round and cell to "
+            "cell. It has no idle RSS or connection-setup figures."
+        )
     return found
 
 
-def warm_up(env: Environment, modes: tuple[str, ...], pool_size: int) -> None:
+def warm_up(
+    env: Environment, modes: tuple[str, ...], pool_size: int, companions: tuple[Companion, ...]
+) -> None:
+    own = {c.name: tuple(m for m in modes if m in c.modes) for c in companions}
     for name, target in env.targets.items():
-        for mode in modes if name in PROXIES else (None,):
+        for mode in own.get(name, modes if name in PROXIES else (None,)):
             result = run_pgbench(target, mode, "simple", pool_size, WARMUP_SECONDS, None)
             if result.error or result.failed:
                 env.errors.append(f"warm-up of {name}/{mode} failed: {result.error}")
@@ -198,7 +237,9 @@ def run_matrix(
     return rows
 
 
-def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+def benchmark(
+    args: argparse.Namespace, argv: list[str], baseline: Baseline | None = None
+) -> dict[str, Any]:
     spec = QUICK if args.quick else FULL
     spec = MatrixSpec(spec.modes, spec.protocols, spec.clients, spec.extra_cells, args.pool_size)
     duration = args.duration or 5
@@ -211,7 +252,10 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         if skip_prepared
         else set()
     )
-    with environment(args.scale, args.pool_size, log) as env:
+    with environment(args.scale, args.pool_size, log, baseline=baseline) as env:
+        companions = tuple(
+            baseline_companion(b.name) for b in (baseline,) if b and b.name in env.targets
+        )
         results: dict[str, Any] = {
             "kind": "quick" if args.quick else "full",
             "command": " ".join(["python -m bench.run", *argv]),
@@ -228,20 +272,37 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 "idle_clients": idle_clients,
                 "client_auth": "trust",
             },
-            "notes": notes(spec, env, skip_prepared and "prepared" in spec.protocols, idle_clients),
+            "notes": notes(
+                spec,
+                env,
+                skip_prepared and "prepared" in spec.protocols,
+                idle_clients,
+                companions[0] if companions else None,
+            ),
+            "pyproxy_source": {
+                "describe": working_tree(),
+                "module": _module(env, "pyproxy"),
+            },
         }
-        warm_up(env, spec.modes, args.pool_size)
+        if baseline is not None:
+            results["baseline"] = baseline.describe() | {"module": _module(env, baseline.name)}
+        warm_up(env, spec.modes, args.pool_size, companions)
         results["idle_rss"] = idle_rss(env, idle_clients)
         results["connection_rate"] = connection_rate(env, max(4, duration // 2))
         proxies = tuple(p for p in PROXIES if p in env.targets)
         references = tuple(r for r in REFERENCES if r.name in env.targets)
-        plan = build_plan(spec, proxies, skip, repeat, references)
+        plan = build_plan(spec, proxies, skip, repeat, references, companions)
         log(f"matrix: {len(plan)} pgbench runs of {duration} s ({repeat} rounds per cell)")
         with tempfile.TemporaryDirectory(prefix="bench-logs-") as log_dir:
             results["runs"] = run_matrix(env, plan, duration, Path(log_dir))
         results["errors"] = env.errors
     results["elapsed_s"] = time.monotonic() - started
     return results
+
+
+def _module(env: Environment, name: str) -> str | None:
+    target = env.targets.get(name)
+    return str(target.module) if target is not None and target.module else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,13 +315,22 @@ def main(argv: list[str] | None = None) -> int:
         return asyncpg_main(args, argv)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = args.out or Path(__file__).parent / "results" / stamp
-    results = benchmark(args, argv)
-    write_all(results, out_dir)
+    with contextlib.ExitStack() as stack:
+        try:
+            baseline = stack.enter_context(materialise(args.baseline)) if args.baseline else None
+        except BaselineError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        if baseline is not None:
+            log(f"baseline: {baseline.ref} = {baseline.commit}, its pyproxy in {baseline.source}")
+        results = benchmark(args, argv, baseline)
+    charted = write_all(results, out_dir)
     text = markdown(results)
     print("\n" + text[text.index("## Acceptance") :])
-    print(f"results: {out_dir}/results.md, results.json, results.png")
+    print(f"results: {out_dir}/results.md, results.json" + (", results.png" if charted else ""))
     ok = not results["errors"] and all(
-        row["pyproxy_failed"] == 0 for row in summarize(results["runs"])
+        row["pyproxy_failed"] == 0 and not row["baseline_failed"]
+        for row in summarize(results["runs"])
     )
     return 0 if ok else 1
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.baseline import MODULE_LINE, child_env, reported_module
 from pyproxy.testing.pgcluster import free_port, port_open
 
 MODES = ("transaction", "session", "statement")
@@ -24,13 +25,20 @@ PGBOUNCER_BIN = "/usr/sbin/pgbouncer"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_ID = "00000000-0000-4000-8000-000000000001"
 START_TIMEOUT = 30.0
+# `python -m pyproxy`, saying first which pyproxy package it imported: a baseline's child must
+# run the baseline's source, never the working tree's.
+LAUNCHER = (
+    "import runpy, pyproxy; "
+    f"print({MODULE_LINE!r} + pyproxy.__file__, flush=True); "
+    "runpy.run_module('pyproxy', run_name='__main__', alter_sys=True)"
+)
 
 
 @dataclass
 class Target:
     """Where pgbench connects, and which process (if any) is the proxy to measure."""
 
-    name: str  # "direct" | "pyproxy" | "pgbouncer" | "relay"
+    name: str  # "direct" | "pyproxy" | "pgbouncer" | "relay" | "pyproxy@<commit>" (a baseline)
     host: str
     port: int
     user: str
@@ -38,6 +46,7 @@ class Target:
     pid: int | None = None  # the proxy process; None for direct PostgreSQL
     dbnames: dict[str, str] = field(default_factory=dict)  # pool mode -> database name to use
     direct_dbname: str = "pgbench"
+    module: Path | None = None  # the pyproxy package a pyproxy target runs
 
     def dbname(self, mode: str | None) -> str:
         return self.direct_dbname if mode is None else self.dbnames[mode]
@@ -79,12 +88,21 @@ def pyproxy_config(
 
 class PythonChild:
     """A Python module run as a benchmark target in a child process (high fd limit, output to
-    ``log_path``), started once its port listens and stopped with SIGTERM."""
+    ``log_path``), started once its port listens and stopped with SIGTERM. It runs in ``cwd``
+    (the repository root by default) with the environment ``env`` (this process's by default)."""
 
     label = "child"
 
-    def __init__(self, log_path: Path, argv: list[str], port: int) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        argv: list[str],
+        port: int,
+        cwd: Path = REPO_ROOT,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path, self.argv, self.port = log_path, argv, port
+        self.cwd, self.env = cwd, env
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start_process(self) -> int:
@@ -92,7 +110,8 @@ class PythonChild:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.argv,
-                cwd=REPO_ROOT,
+                cwd=self.cwd,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -127,9 +146,13 @@ class PythonChild:
 
 
 class PyproxyProcess(PythonChild):
-    """`python -m pyproxy serve -c <config>` as a child process."""
+    """`python -m pyproxy serve -c <config>` as a child process, named `name`.
 
-    label = "pyproxy"
+    With `source` (a baseline's directory holding another commit's `pyproxy` package) the child
+    runs in `source` with only `source` on its PYTHONPATH, so it imports that package; without,
+    it runs the working tree's. Either way it must say it imported the package it was meant to,
+    or it does not count as started. `stem` names its config and log files in `workdir`.
+    """
 
     def __init__(
         self,
@@ -141,21 +164,43 @@ class PyproxyProcess(PythonChild):
         pool_size: int,
         dbname: str,
         extra_args: tuple[str, ...] = (),
+        name: str = "pyproxy",
+        source: Path | None = None,
+        stem: str = "pyproxy",
     ) -> None:
         port = free_port()
+        self.name = self.label = name
         self.user, self.password = user, password
-        self.config_path = workdir / "pyproxy.toml"
+        self.expected = (source or REPO_ROOT).resolve() / "pyproxy"
+        self.config_path = workdir / f"{stem}.toml"
         self.config_path.write_text(
             pyproxy_config(pg_host, pg_port, port, user, password, pool_size, dbname)
         )
-        argv = [sys.executable, "-m", "pyproxy", "serve", "-c", str(self.config_path)]
+        argv = [sys.executable, "-c", LAUNCHER, "serve", "-c", str(self.config_path)]
         argv += ["--log-level", "warning", *extra_args]
-        super().__init__(workdir / "pyproxy.log", argv, port)
+        if source is None:
+            super().__init__(workdir / f"{stem}.log", argv, port)
+        else:
+            super().__init__(workdir / f"{stem}.log", argv, port, source, child_env(source))
 
     def start(self) -> Target:
         pid = self.start_process()
+        module = reported_module(self.log_path.read_text(errors="replace"))
+        if module != self.expected:
+            self.stop()
+            raise RuntimeError(
+                f"{self.name} runs the pyproxy package in {module}, not the one in "
+                f"{self.expected}\n{self.log_tail()}"
+            )
         return Target(
-            "pyproxy", "127.0.0.1", self.port, self.user, self.password, pid, dict(POOL_NAMES)
+            self.name,
+            "127.0.0.1",
+            self.port,
+            self.user,
+            self.password,
+            pid,
+            dict(POOL_NAMES),
+            module=module,
         )
 
 
