@@ -61,7 +61,8 @@ class CheckResult:
         self.figures[figure] = self.figures.get(figure, 0) + amount
 
     def note(self, text: str, limit: int = 10) -> None:
-        """Keep ``text`` unless it is already kept or ``limit`` notes are."""
+        """Keep ``text`` (on one line) unless it is already kept or ``limit`` notes are."""
+        text = " ".join(text.split())
         if text not in self.notes and len(self.notes) < limit:
             self.notes.append(text)
 

@@ -67,6 +67,9 @@ def test_counters_and_notes() -> None:
         result.note("same text")
         result.note(f"text {i}", limit=3)
     assert result.notes == ["same text", "text 0", "text 1"]
+    result.notes.clear()
+    result.note("AdminShutdownError: terminating connection\nDETAIL:  pyproxy dropped it")
+    assert result.notes == ["AdminShutdownError: terminating connection DETAIL: pyproxy dropped it"]
 
 
 def test_the_report_shows_each_check_its_figures_and_why_it_failed(tmp_path: Path) -> None:
