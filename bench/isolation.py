@@ -38,6 +38,10 @@ from bench.sysinfo import machine_info
 from bench.targets import REPO_ROOT, raise_fd_limit
 from tests.support.pgcluster import run_sql, start_postgres
 
+POSTGRES_GONE = (
+    "PostgreSQL stopped or could not be reached after this check (not something pyproxy "
+    "can do: another process stopped it or removed its directory); the figures are void"
+)
 Runner = Callable[[World, CheckResult, argparse.Namespace], Awaitable[None]]
 
 
@@ -142,12 +146,22 @@ async def run_check(check: Check, world: World, args: argparse.Namespace) -> Che
 
 async def run_all(world: World, args: argparse.Namespace, say: Callable[[str], None]) -> list:
     results = []
+    postgres_gone = False
     for check in CHECKS:
         if check.name not in args.only:
+            continue
+        if postgres_gone:  # every check after it would fail for a reason not pyproxy's
+            result = CheckResult(check.name, check.title, check.time_bound(args))
+            result.error = "not run: PostgreSQL stopped during an earlier check"
+            results.append(result)
+            say(f"{check.name}: not run")
             continue
         say(f"-- {check.name}: {check.title} (time bound {check.time_bound(args):.0f} s)")
         result = await run_check(check, world, args)
         results.append(result)
+        if not await world.postgres_alive():
+            postgres_gone = True
+            result.note(POSTGRES_GONE, limit=20)
         say(summary_line(result))
         for line in result.failures():
             say(f"   {line}")
@@ -180,7 +194,10 @@ def run(args: argparse.Namespace, argv: list[str], say: Callable[[str], None]) -
         say(f"-- PostgreSQL {version} on port {pg.port}")
         results = run_async(run_all(World(pg, workdir), args, say))
     finally:
-        pg.close()
+        try:
+            pg.close()
+        except OSError as exc:  # its directory is gone (see POSTGRES_GONE): report anyway
+            say(f"-- stopping PostgreSQL failed: {exc}")
         shutil.rmtree(workdir, ignore_errors=True)
     report = {
         "kind": "isolation",

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from bench.isolation_report import CheckResult
 from bench.procstat import process_cpu_seconds
 from bench.targets import PythonChild
@@ -123,6 +125,19 @@ class World:
 
     def superuser_dsn(self) -> str:
         return self.pg.dsn(SUPERUSER, SUPERUSER_PASSWORD, APP_DB)
+
+    async def postgres_alive(self) -> bool:
+        """Does PostgreSQL still answer a direct connection?"""
+        try:
+            conn = await asyncpg.connect(self.superuser_dsn(), timeout=10)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        try:
+            return await conn.fetchval("SELECT 1", timeout=10) == 1
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        finally:
+            await conn.close()
 
     @contextlib.contextmanager
     def proxy(self, pools: list[dict[str, Any]], result: CheckResult) -> Iterator[ProxyChild]:

@@ -3,12 +3,15 @@ command line, and the pure pieces of the scenarios (abort plans, leak findings, 
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import random
 from pathlib import Path
 
 import pytest
 
+from bench import isolation
 from bench.isolation import NAMES, parse_args
 from bench.isolation_aborts import ENDINGS, STATE, AbortPlan, leaks, plan_abort, state_sql
 from bench.isolation_checks import pieces, split_plan
@@ -181,3 +184,62 @@ def test_toml_text_writes_a_config_pyproxy_reads_back() -> None:
         ],
     }  # fmt: skip
     assert tomllib.loads(toml_text(data)) == data
+
+
+class FakeWorld:
+    """Stands in for the PostgreSQL world: says whether PostgreSQL is still there."""
+
+    def __init__(self, alive: list[bool]) -> None:
+        self.alive = alive
+
+    async def postgres_alive(self) -> bool:
+        return self.alive.pop(0)
+
+
+async def _passes(world: object, result: CheckResult, args: object) -> None:
+    result.figures["leaks"] = 0
+    result.require("leaks", "==", 0)
+
+
+async def _hangs(world: object, result: CheckResult, args: object) -> None:
+    result.figures["aborts"] = 7  # figures measured before the bound stay in the report
+    await asyncio.sleep(10)
+
+
+async def _crashes(world: object, result: CheckResult, args: object) -> None:
+    raise RuntimeError("boom")
+
+
+def _checks(*runners: object, bound: float = 5.0) -> tuple[isolation.Check, ...]:
+    return tuple(
+        isolation.Check(f"check-{i}", "title", run, lambda a: bound)
+        for i, run in enumerate(runners)
+    )
+
+
+async def test_a_check_past_its_time_bound_or_crashing_fails_and_the_next_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(isolation, "CHECKS", _checks(_hangs, _crashes, _passes, bound=0.05))
+    args = argparse.Namespace(only=["check-0", "check-1", "check-2"])
+    results = await isolation.run_all(FakeWorld([True] * 3), args, lambda text: None)
+    late, crashed, fine = results
+    assert late.error == "did not finish within its time bound of 0 s"
+    assert late.figures == {"aborts": 7} and not late.passed
+    assert crashed.error == "RuntimeError: boom" and "crash:" in crashed.notes[0]
+    assert fine.passed
+    assert exit_code(results) == 1
+
+
+async def test_checks_after_postgresql_went_away_are_reported_as_not_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(isolation, "CHECKS", _checks(_passes, _passes, _passes))
+    args = argparse.Namespace(only=["check-0", "check-1", "check-2"])
+    results = await isolation.run_all(FakeWorld([True, False]), args, lambda text: None)
+    assert [r.error for r in results] == [
+        None,
+        None,
+        "not run: PostgreSQL stopped during an earlier check",
+    ]
+    assert isolation.POSTGRES_GONE in results[1].notes
