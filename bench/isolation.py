@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import shutil
 import subprocess
 import sys
@@ -186,6 +187,7 @@ def run(args: argparse.Namespace, argv: list[str], say: Callable[[str], None]) -
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = args.out or REPO_ROOT / "bench" / "results" / f"isolation-{stamp}"
     started_wall, started = datetime.datetime.now().astimezone(), time.monotonic()
+    load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="bench-isolation-"))
     say("-- starting PostgreSQL")
     pg = start_postgres()
@@ -206,6 +208,7 @@ def run(args: argparse.Namespace, argv: list[str], say: Callable[[str], None]) -
         "started": started_wall.isoformat(timespec="seconds"),
         "elapsed_s": time.monotonic() - started,
         "machine": machine_info(version),
+        "load_average": {"start": load_before, "end": os.getloadavg()},  # the machine is shared
     }
     md_path, json_path = write_report(report, results, out_dir)
     code = exit_code(results)

@@ -175,6 +175,16 @@ def markdown(report: dict[str, Any], results: Sequence[CheckResult]) -> str:
             f"{machine.get('ram_gib')} GiB, PostgreSQL {machine.get('postgresql')}, "
             f"Python {machine.get('python')}, uvloop {machine.get('uvloop')}.",
         ]
+    load = report.get("load_average")
+    if load:
+        lines += [
+            "",
+            "Load average (1, 5, 15 min) at the start: "
+            + ", ".join(f"{v:.2f}" for v in load["start"])
+            + "; at the end: "
+            + ", ".join(f"{v:.2f}" for v in load["end"])
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -85,6 +85,7 @@ def test_the_report_shows_each_check_its_figures_and_why_it_failed(tmp_path: Pat
         "commit": "abc1234",
         "started": "2025-01-01T00:00:00+00:00",
         "elapsed_s": 600.0,
+        "load_average": {"start": [0.5, 0.25, 1.0], "end": [2.0, 1.5, 1.25]},
     }
     text = markdown(report, [storm(), failed])
     assert "at commit abc1234" in text and "a check FAILED" in text
@@ -97,6 +98,7 @@ def test_the_report_shows_each_check_its_figures_and_why_it_failed(tmp_path: Pat
     assert "- bystanders_cancelled == 0 not met: bystanders_cancelled = 2" in text
     assert "Settings: pool transaction mode, size 4." in text
     assert "canceling statement due to user request" in text
+    assert "at the start: 0.50, 0.25, 1.00; at the end: 2.00, 1.50, 1.25." in text
     md_path, json_path = write_report(report, [storm(), failed], tmp_path / "out")
     assert md_path.read_text() == text
     data = json.loads(json_path.read_text())
