@@ -1,5 +1,8 @@
-"""Session-mode aborts: clients that leave session state behind and end badly, each followed by a
-new client of the same pool that checks the server it gets is clean."""
+"""Session-mode aborts: clients that leave state and end badly; the next client checks its server.
+
+Each aborted client leaves a random part of the session state and ends in a random way; a new
+client of the same pool then checks, in one query, that the server it gets is clean.
+"""
 
 from __future__ import annotations
 

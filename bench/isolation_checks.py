@@ -1,5 +1,7 @@
-"""The isolation checks other than the session-mode aborts: cancel storm, split points, kill
-loop, hostile inputs and the admin API under slow-header clients."""
+"""Isolation checks: cancel storm, split points, kill loop, hostile inputs, admin slow headers.
+
+The session-mode aborts live in bench/isolation_aborts.py.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`python -m bench.isolation` end to end at tiny sizes: it runs the checks asked for, reports
-their figures and verdicts, and exits 0 when they pass."""
+"""`python -m bench.isolation` end to end at tiny sizes: checks run, figures reported, exit 0."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The isolation benchmark's bookkeeping: requirements and the verdict they give, the report, the
-command line, and the pure pieces of the scenarios (abort plans, leak findings, split plans)."""
+"""The isolation benchmark's bookkeeping: requirements, verdicts, report, command line, runner.
+
+Also the pure pieces of the scenarios: abort plans, leak findings, split plans, the config text.
+"""
 
 from __future__ import annotations
 
