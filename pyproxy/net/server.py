@@ -205,13 +205,17 @@ class ServerConn(asyncio.Protocol):
 
     def relink(self) -> None:
         """After pyproxy's own query: relay to the client again, or go back to the pool if the
-        client left meanwhile."""
+        client left meanwhile. A connection lost meanwhile is already forgotten."""
+        if self.phase is S.CLOSED:
+            return
         if self.client is not None:
             self.move(S.LINKED)
         else:
             self._back_to_pool()
 
     def _back_to_pool(self) -> None:
+        if self.phase is S.CLOSED:  # lost meanwhile: the pool has forgotten it
+            return
         self.move(S.IDLE)
         if self.pool is not None:
             self.pool.release(self)

@@ -72,6 +72,10 @@ IDLE = ord("I")
 IN_TRANSACTION = ord("T")
 IN_FAILED_TRANSACTION = ord("E")
 
+# ---- what a Describe or Close names (its first body byte) --------------------------------------
+STATEMENT = ord("S")
+PORTAL = ord("P")
+
 # ---- untyped startup packets (the int32 after the length) ---------------------------------------
 PROTOCOL_3_0 = 3 << 16
 SSL_REQUEST_CODE = 80877103

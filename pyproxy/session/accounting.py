@@ -37,6 +37,7 @@ from pyproxy.proto.codes import (
     PARSE_COMPLETE,
     QUERY,
     READY_FOR_QUERY,
+    STATEMENT,
     SYNC,
     TERMINATE,
 )
@@ -162,7 +163,7 @@ def _counted(
             sts.queue.append((0, sts.sent_seg, None))
         client.open_ext = True
     elif kind == DESCRIBE:
-        if track and data[off + 5] == ord("S") and data[off + 6] != 0:
+        if track and end > off + 6 and data[off + 5] == STATEMENT and data[off + 6] != 0:
             return False  # a named statement: renamed
         client.open_ext = True
     elif kind == QUERY:
@@ -173,7 +174,7 @@ def _counted(
         client.copy_syncs = 0
     elif kind == CLOSE:
         if track:
-            if data[off + 5] == ord("S"):
+            if end > off + 5 and data[off + 5] == STATEMENT:
                 return False  # closing a statement: answered in place of the server
             sts.queue.append((0, sts.sent_seg, None))
         client.open_ext = True

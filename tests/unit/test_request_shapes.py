@@ -112,6 +112,11 @@ SHAPE_MISSES: dict[str, Callable[[], bytes]] = {
     "the Parse and half a Bind": lambda: request()[: len(parse("", SQL)) + 6],
     "followed by a Query": lambda: request() + typed("Q", b"select 1\0"),
     "followed by half a message": lambda: request() + b"Q\0\0",
+    "a Describe with no body, last": lambda: typed("D", b""),
+    "a Describe with no body, then Sync": lambda: typed("D", b"") + sync(),
+    "a Describe of a statement with no name": lambda: typed("D", b"S") + sync(),
+    "a Close with no body, last": lambda: typed("C", b""),
+    "a Close with no body, then Sync": lambda: typed("C", b"") + sync(),
 }
 
 
@@ -127,3 +132,12 @@ def test_a_repeat_takes_the_shape_and_ends_as_the_walk_does(name: str) -> None:
 def test_anything_else_ends_as_the_walk_does(name: str) -> None:
     shaped, walked, _ = both_ways(SHAPE_MISSES[name]())
     assert shaped == walked
+
+
+@pytest.mark.parametrize("kind", ["D", "C"])
+def test_a_describe_or_close_without_a_body_goes_to_postgresql_as_sent(kind: str) -> None:
+    """PostgreSQL answers a body-less Describe or Close with its own error; pyproxy must pass
+    it on rather than read past the message (it once raised IndexError here)."""
+    for data in (typed(kind, b""), typed(kind, b"") + sync()):
+        shaped, _, _ = both_ways(data)
+        assert shaped["to_server"] == data
