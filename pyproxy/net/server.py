@@ -21,6 +21,7 @@ from pyproxy.proto.codes import (
     IDLE,
     NOTICE_RESPONSE,
     PARAMETER_STATUS,
+    QUERY,
     READY_FOR_QUERY,
 )
 from pyproxy.proto.framing import length_at, walk
@@ -34,10 +35,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyproxy.server")
 S = ServerPhase
+LINKED = S.LINKED
 STREAMED = frozenset((DATA_ROW, COPY_DATA))  # cut messages passed on as they arrive
 # While a reply holds only these, a FATAL after them means the statement did not complete
-# (ParseComplete, BindComplete, ParameterDescription, RowDescription, NoData, DataRow).
+# (ParseComplete, BindComplete, ParameterDescription, RowDescription, NoData, DataRow) ...
 NO_ANSWER_YET = frozenset(b"12tTnD")
+# ... and for an extended-protocol request, whose implicit transaction commits at its Sync, after
+# CommandComplete, PortalSuspended or EmptyQueryResponse too: a FATAL before its ReadyForQuery
+# means it was rolled back.
+NOT_COMMITTED_YET = NO_ANSWER_YET | frozenset(b"CsI")
 HOLD_REPLY = 64 * 1024  # bytes of such a reply kept back at most
 _ids = iter(range(1, 1 << 62))
 
@@ -365,7 +371,8 @@ class ServerConn(asyncio.Protocol):
         ``ClientConn.retry``); returns what to relay now.
 
         Until the reply holds more than statement descriptions and rows (a command's
-        completion, an error, a notice, a parameter change, COPY), the server may still die
+        completion, an error, a notice, a parameter change, COPY; for an extended-protocol
+        request, up to its ReadyForQuery, since its Sync commits), the server may still die
         with nothing done: a FATAL then means the statement did not complete, so its bytes
         are dropped, the connection is closed and ``connection_lost`` lets the client send the
         request again. Such a reply is kept back (up to ``HOLD_REPLY`` bytes) until it goes
@@ -379,10 +386,12 @@ class ServerConn(asyncio.Protocol):
         if n >= 6 and data[n - 6] == READY_FOR_QUERY and data[n - 5 : n - 1] == m.READY_LENGTH:
             client.answered()
             return data
+        retry = client.retry
+        pending = NO_ANSWER_YET if retry is None or retry[0] == QUERY else NOT_COMMITTED_YET
         off = 0
         while n - off >= 5:
             kind = data[off]
-            if kind in NO_ANSWER_YET:
+            if kind in pending:
                 off += 1 + length_at(data, off)[0]
                 continue
             if kind == ERROR_RESPONSE and data[off + 6 : off + 11] in FATAL_SEVERITIES:

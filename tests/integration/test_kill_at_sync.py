@@ -52,13 +52,6 @@ async def _asyncpg_fetchval(proxy: RunningProxy) -> None:
         await conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(psycopg.errors.AdminShutdown, asyncpg.AdminShutdownError),
-    reason="pyproxy treats CommandComplete/PortalSuspended of an extended-protocol request as "
-    "the request done, so a backend terminated at the Sync (the implicit transaction not yet "
-    "committed) gives the client ERROR 57P01 instead of sending the request again",
-)
 @pytest.mark.parametrize("client", [_psycopg_insert, _asyncpg_fetchval], ids=lambda f: f.__name__)
 async def test_a_request_killed_while_committing_at_its_sync_is_sent_again(
     make_proxy: MakeProxy,
