@@ -43,7 +43,7 @@ from pyproxy.session.analysis import (
     parse_needs_analysis_statement_mode,
 )
 from pyproxy.session.copyflow import complete_cut_copy_data, drop_copy_leftovers, is_copy_leftover
-from pyproxy.session.shapes import ReplyShape, RequestShape
+from pyproxy.session.shapes import BindShape, ReplyShape, RequestShape
 
 if TYPE_CHECKING:
     from pyproxy.net.server import ServerConn
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyproxy.client")
 C = ClientPhase
+WAITING, LINKED, READY = C.WAITING, C.LINKED, C.READY
 WAIT_BUFFER = 256 * 1024  # bytes a queued client may send before pyproxy stops reading it
 STREAMED = frozenset((COPY_DATA,))  # a cut CopyData is passed on as it arrives
 _ids = iter(range(1, 1 << 62))
@@ -95,6 +96,7 @@ class ClientConn(asyncio.Protocol):
         self.skip = 0
         self.discard = 0
         self.shape: RequestShape | None = None
+        self.bind_shape: BindShape | None = None
         self.shape_misses = 0
         self.reply_shape: ReplyShape | None = None
         self.reply_misses = 0
@@ -284,13 +286,13 @@ class ClientConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """The client's bytes: to the linked server by the fast lane or the general path
         (other phases: ``_unlinked_data``)."""
-        if self.phase is C.LINKED:
+        if self.phase is LINKED:
             if not lane.request(self, data):
-                self._forward(data)
+                self.forward(data)
         else:
             self._unlinked_data(data)
 
-    def _forward(self, data: bytes) -> None:
+    def forward(self, data: bytes) -> None:
         """The general path to the linked server (pyproxy.session.accounting)."""
         server = self.server
         assert server is not None
@@ -345,6 +347,17 @@ class ClientConn(asyncio.Protocol):
 
     def _ready_data(self, data: bytes) -> None:
         """A request while no server is linked."""
+        pool = self.pool
+        assert pool is not None
+        if pool.waiters and not (
+            self.discard or self.tail or self.statement_mode or data[0] in _NOT_PLAIN_FIRST
+        ):
+            # A busy pool and a plain request: wait behind the clients already queued.
+            self.pending_data.append(data)
+            self.move(WAITING)
+            self.wait_since = time.monotonic()
+            pool.acquire(self)
+            return
         if self.discard or self.tail or data[0] in COPY_IN_TYPES:
             if is_copy_leftover(self.tail or data, self.discard):
                 data, self.discard, self.tail = drop_copy_leftovers(
@@ -366,8 +379,6 @@ class ClientConn(asyncio.Protocol):
         if data[0] == TERMINATE:
             self.transport.close()
             return
-        pool = self.pool
-        assert pool is not None
         if not self.options and not pool.waiters:
             server = pool.take_idle()
             if server is not None:
@@ -396,7 +407,7 @@ class ClientConn(asyncio.Protocol):
 
     def on_server(self, server: ServerConn) -> None:
         """The pool hands us a server (maybe synchronously from ``acquire``)."""
-        if self.phase is not C.WAITING:
+        if self.phase is not WAITING:
             # We went away while queued; hand the server straight back.
             server.unlink()
             if server.pool is not None:
@@ -404,7 +415,11 @@ class ClientConn(asyncio.Protocol):
             return
         self.server = server
         server.pending = 0
-        if not sessions.needs_alignment(self, server):
+        if (
+            self.params == server.tracked_values
+            and self.settings == server.settings
+            and not self.options
+        ):
             server.link(self, None)  # nothing to align: the usual case
             self.server_ready()
             return
@@ -418,8 +433,7 @@ class ClientConn(asyncio.Protocol):
 
     def server_ready(self) -> None:
         """The server is ours: what waited goes to it."""
-        self.move(C.LINKED)
-        self.xact_start = time.monotonic()
+        self.move(LINKED)
         if self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()
@@ -427,7 +441,8 @@ class ClientConn(asyncio.Protocol):
         data = queued[0] if len(queued) == 1 else b"".join(queued)
         queued.clear()
         if data:
-            self.data_received(data)
+            if not lane.request(self, data):
+                self.forward(data)
             self.query_start = self.wait_since  # query_timeout counts the time queued
 
     def reclaimable(self) -> bool:
@@ -568,6 +583,11 @@ class ClientConn(asyncio.Protocol):
         if self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()
+
+
+# A first byte that needs more than queueing: COPY leftovers, a type no frontend may send now,
+# a Terminate.
+_NOT_PLAIN_FIRST = frozenset(range(256)) - FRONTEND_TYPES | COPY_IN_TYPES | {TERMINATE}
 
 
 def _opens_block(client: ClientConn, data: bytes) -> bool:

@@ -179,8 +179,8 @@ class ServerConn(asyncio.Protocol):
         if sync_sql:
             self.move(S.SYNC)
             self._swallow(sync_sql, self._sync_done if wait else self._aligned)
-        else:
-            self.move(S.LINKED)
+        elif self.phase is not LINKED:  # (handed from client to client, it stays linked)
+            self.move(LINKED)
 
     def _sync_done(self, error: dict[str, str] | None, rows: list[list[str | None]]) -> None:
         client = self.client
@@ -298,7 +298,7 @@ class ServerConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Replies for the linked client: the fast lane when it applies, else the general
         relay (other phases: ``_unlinked_data``)."""
-        if self.phase is not S.LINKED:
+        if self.phase is not LINKED:
             self._unlinked_data(data)
         elif not lane.reply(self, data):
             self._relay(data)

@@ -72,6 +72,7 @@ class Pool:
             Place.CANCELING: self.canceling,
         }
         self.opener = Opener(self, connector)
+        self.servers = 0  # in the containers: kept by _move
         self.waiters: deque[Any] = deque()
         self.clients: set[Any] = set()
         self.pinned = Pinned(self)  # clients pinned to their server (session_state = "pin")
@@ -89,7 +90,7 @@ class Pool:
         self.deleted = False
         self.steady = True  # not paused or deleted
         self.max_age = math.inf  # server_lifetime, or infinity when there is none
-        self.within = True  # the servers cannot outnumber the size (see _fits)
+        self.within = True  # the servers cannot outnumber the size (see fits)
         # Counters; the hot ones are attributes.
         self.xact_count = 0  # transactions (statements in statement mode) served
         self.wait_count = 0  # requests that were queued
@@ -108,8 +109,12 @@ class Pool:
             return
         if now:
             del self._places[now][server]
+        else:
+            self.servers += 1
         if to:
             self._places[to][server] = None
+        else:
+            self.servers -= 1
         server.place = to
 
     # ---- state ----------------------------------------------------------------------------------
@@ -132,9 +137,9 @@ class Pool:
         lifetime = self.cfg.settings.server_lifetime
         self.max_age = lifetime if lifetime > 0 else math.inf
         self.within = False
-        self._fits()
+        self.fits()
 
-    def _fits(self) -> bool:
+    def fits(self) -> bool:
         """Are there no more servers than the pool's size? Only a reserve pool or a smaller
         size (a new config) can make it false; without a reserve, once true it stays so until
         the config changes, and ``within`` lets releases skip counting."""
@@ -167,13 +172,7 @@ class Pool:
     @property
     def total(self) -> int:
         """Servers of this pool, open or being opened."""
-        return (
-            len(self.idle)
-            + len(self.linked)
-            + len(self.cleaning)
-            + len(self.canceling)
-            + self.connecting
-        )
+        return self.servers + self.opener.connecting
 
     def limit(self) -> int:
         """Servers this pool may hold now, reserve included when the head waiter waited long."""
@@ -366,7 +365,7 @@ class Pool:
             self.steady
             and not server.cancels
             and server.ready_at - server.created < self.max_age
-            and (self.within or self._fits())
+            and (self.within or self.fits())
         )
 
     def hand_over(self, server: Any, now: float) -> None:
@@ -378,19 +377,23 @@ class Pool:
             and not server.closed
             and not server.cancels
             and now - server.created < self.max_age
-            and (self.within or self._fits())
+            and (self.within or self.fits())
         ):
             self._hand_to_waiter(server, now)  # it stays linked: to the next client
         else:
             server.unlink()
             self.release(server, now=now)
 
-    def _hand_to_waiter(self, server: Any, now: float) -> None:
+    def next_waiter(self, now: float) -> Any:
+        """The head of the queue leaves it (to be given a server): its wait is counted."""
         client = self.waiters.popleft()
         waited = now - client.wait_since
         self.wait_time += waited
         self.wait_counts[bisect.bisect_left(WAIT_BOUNDS, waited)] += 1
-        client.on_server(server)
+        return client
+
+    def _hand_to_waiter(self, server: Any, now: float) -> None:
+        self.next_waiter(now).on_server(server)
 
     def cancel_landed(self, server: Any) -> None:
         """PostgreSQL closed the last cancel connection forwarded for ``server``: if it came

@@ -58,17 +58,20 @@ _SERVER_MOVES: dict[ServerPhase, frozenset[ServerPhase]] = {
     S.CLOSED: frozenset({S.CLOSED}),
 }
 del C, S
+# The tables as one set of (from << 4 | to) each: a move is checked with one lookup.
+_CLIENT_LEGAL = frozenset(a << 4 | b for a, tos in _CLIENT_MOVES.items() for b in tos)
+_SERVER_LEGAL = frozenset(a << 4 | b for a, tos in _SERVER_MOVES.items() for b in tos)
 
 
 def client_moves(now: ClientPhase, to: ClientPhase) -> ClientPhase:
     """The client's next phase, if ``now`` may move to ``to``."""
-    if to not in _CLIENT_MOVES[now]:
+    if now << 4 | to not in _CLIENT_LEGAL:
         raise ProtocolError(f"internal error: client cannot go from {now.name} to {to.name}")
     return to
 
 
 def server_moves(now: ServerPhase, to: ServerPhase) -> ServerPhase:
     """The server's next phase, if ``now`` may move to ``to``."""
-    if to not in _SERVER_MOVES[now]:
+    if now << 4 | to not in _SERVER_LEGAL:
         raise ProtocolError(f"internal error: server cannot go from {now.name} to {to.name}")
     return to

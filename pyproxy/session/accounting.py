@@ -46,7 +46,7 @@ from pyproxy.session.aborted_block import opens_block
 from pyproxy.session.peers import ClientSide, ServerSide
 from pyproxy.session.prepared import AS_PARSE
 from pyproxy.session.rewrite import rewrite_message
-from pyproxy.session.shapes import LEARN_EVERY, learn_reply, learn_request
+from pyproxy.session.shapes import LEARN_EVERY, learn_bind, learn_reply, learn_request
 
 # What stopped ``forward_request``.
 FORWARDED, TERMINATED, VIOLATION, BAD_LENGTH, BLOCK = range(5)
@@ -77,6 +77,7 @@ def forward_request(
     bind_at = -1  # where the request's only Bind starts (-2: more than one)
     executes = False
     odd = False  # a message whose effect depends on earlier state: no shape learnt
+    renamed = -1  # the end of a first message that is a Bind of a named statement, renamed
     kind = 0
     while n - off >= 5:
         kind = data[off]
@@ -108,20 +109,37 @@ def forward_request(
             if off > run:
                 out.append(data[run:off])
             rewrite_message(client, server, kind, data, off, end, out)
-            odd = True
+            if off == 0 and kind == BIND and len(sts.queue) == queued:
+                renamed = end  # the first message, renamed with nothing prepared for it
+            else:
+                odd = True
             run = end
         off = end
     if off > run:
         out.append(data[run:off])
-    if off == n and bind_at >= 0 and kind == SYNC and executes and not odd:
+    if off == n and kind == SYNC and executes and not odd:
         misses = client.shape_misses
         client.shape_misses = misses + 1
         if not misses % LEARN_EVERY:
-            entries = [e[1] for e in list(sts.queue)[queued:]]
-            client.shape = learn_request(
-                data, bind_at, start_seg, sts.sent_seg, entries, client.copy_syncs
-            )
+            if renamed >= 0:
+                _learn_bind(client, server, data, renamed, start_seg)
+            elif bind_at >= 0:
+                entries = [e[1] for e in list(sts.queue)[queued:]]
+                client.shape = learn_request(
+                    data, bind_at, start_seg, sts.sent_seg, entries, client.copy_syncs
+                )
     return out, off, FORWARDED, 0
+
+
+def _learn_bind(
+    client: ClientSide, server: ServerSide, data: bytes, bind_end: int, start_seg: int
+) -> None:
+    """Remember a request that began with a plain rename of a named statement's Bind."""
+    name_end = data.find(0, 6, bind_end)
+    stmt = client.stmts.get(data[6:name_end]) if data[5] == 0 and name_end > 6 else None
+    if stmt is not None and stmt.plain and not stmt.retired and stmt.name in server.stmts.prepared:
+        syncs = server.stmts.sent_seg - start_seg
+        client.bind_shape = learn_bind(data, stmt, bind_end, syncs, client.copy_syncs)
 
 
 def _counted(

@@ -39,5 +39,9 @@ class ClientSide(Protocol):
     check_state: bool  # read the session state back when the transaction ends
     custom: set[str]  # custom parameter names it may have set
     pinned: tuple[str, ...]
+    session_mode: bool
+    shape: Any  # the learnt RequestShape (pyproxy.session.shapes)
+    bind_shape: Any  # the learnt BindShape
+    shape_misses: int  # requests walked since a shape was learnt
 
     def notice_unsafe(self, statement: str, why: str, hint: str) -> None: ...

@@ -46,7 +46,7 @@ Entry = tuple[Any, ...]
 class Statement:
     """One distinct statement (query text + parameter types) and its pyproxy-wide name."""
 
-    __slots__ = ("analyses", "name", "parse_message", "query", "rest", "retired")
+    __slots__ = ("analyses", "name", "parse_message", "plain", "query", "rest", "retired")
 
     def __init__(self, name: bytes, rest: bytes) -> None:
         self.name = name
@@ -55,6 +55,7 @@ class Statement:
         self.query = rest[: rest.find(b"\x00")]
         self.retired = False
         self.analyses: list[Any] | None = None  # session-state analysis, outside/inside a tx
+        self.plain = False  # analysed, and nothing to see in either transaction state
 
 
 class StatementRegistry:

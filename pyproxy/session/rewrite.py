@@ -249,6 +249,7 @@ def _statement_analysis(
     if cached is None:
         if not needs_analysis(stmt.query, 0, len(stmt.query)):
             stmt.analyses = [None, None]
+            stmt.plain = True
             return None
         sql = stmt.query.decode("utf-8", "replace")
         excluded, tracked = client.proxy.excluded, client.proxy.tracked

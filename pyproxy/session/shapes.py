@@ -9,7 +9,7 @@ request or reply in eight (so that traffic which never repeats costs little); th
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pyproxy.proto.codes import (
     BIND,
@@ -44,6 +44,24 @@ class RequestShape(NamedTuple):
     copy_syncs: int
 
 
+class BindShape(NamedTuple):
+    """A request starting with a Bind of a named statement to the unnamed portal (how drivers
+    run a prepared statement again), whose other messages (Describe, Execute, Sync) repeat
+    ``tail`` exactly. ``names`` is the Bind's portal and statement names as the client sends
+    them (``b"\\0name\\0"``), ``server_names`` the same with the statement's pyproxy-wide name
+    (``delta`` bytes longer); its effects are ``syncs`` Syncs and ``copy_syncs`` Syncs after its
+    last Execute."""
+
+    names: bytes
+    stmt: Any  # the client's pyproxy.session.prepared.Statement
+    server_names: bytes
+    delta: int
+    tail: bytes
+    tail_len: int
+    syncs: int
+    copy_syncs: int
+
+
 class ReplyShape(NamedTuple):
     """A whole reply ending in its only ReadyForQuery: ``head`` (the bytes before its first run
     of DataRows, ``rows_at`` long), ``tail`` (``tail_len`` bytes after that run), how many
@@ -74,6 +92,28 @@ def learn_request(
         len(data) - bind_end,
         seg - start_seg,
         tuple(e - start_seg for e in entries),
+        copy_syncs,
+    )
+
+
+def learn_bind(
+    data: bytes, stmt: Any, bind_end: int, syncs: int, copy_syncs: int
+) -> BindShape | None:
+    """The shape of ``data``, a request whose first message (up to ``bind_end``) is a Bind of
+    the named statement ``stmt`` to the unnamed portal, renamed and nothing else."""
+    names_end = data.find(0, 6, bind_end) + 1
+    if data[5] != 0 or names_end <= 6:
+        return None
+    names = data[5:names_end]
+    server_names = b"\x00" + stmt.name + b"\x00"
+    return BindShape(
+        names,
+        stmt,
+        server_names,
+        len(server_names) - len(names),
+        data[bind_end:],
+        len(data) - bind_end,
+        syncs,
         copy_syncs,
     )
 

@@ -167,7 +167,8 @@ def transactions(servers: list[ServerConn], request: bytes, count: int) -> None:
         client = server.client
         if client is None:
             continue
-        if server.held:  # kept between transactions: its client starts the next one
+        if not server.transport.replies:  # type: ignore[union-attr]
+            # Nothing to answer: its client keeps it between transactions and starts the next.
             client.data_received(request)
             continue
         server.data_received(server.transport.answer())  # type: ignore[union-attr]
