@@ -426,8 +426,12 @@ async def test_sqlalchemy_core_autocommit(pg: PgServer, make_proxy: MakeProxy, m
     assert await rows_of(pg, prefix) == {"many": 20 * CLIENTS}
 
 
-def _xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=SESSION_SEMANTICS + reason)
+def _xfail(
+    reason: str, raises: type[BaseException] | tuple[type[BaseException], ...] = AssertionError
+) -> pytest.MarkDecorator:
+    """Expected to fail until the session-settings work lands; any other exception (in setup,
+    say) still fails the test."""
+    return pytest.mark.xfail(strict=True, raises=raises, reason=SESSION_SEMANTICS + reason)
 
 
 STATEMENT_BEGIN = _xfail(
@@ -470,7 +474,10 @@ async def test_sqlalchemy_core_transactions(pg: PgServer, make_proxy: MakeProxy,
 
 SET_IN_TX = _xfail("a SET made in a committed transaction is lost when the client moves")
 SET_CONFIG = _xfail("set_config(..., false) is not replayed on the client's next server")
-OPTIONS = _xfail("options=-c search_path at startup is refused (only tracked parameters)")
+OPTIONS = _xfail(
+    "options=-c search_path at startup is refused (only tracked parameters)",
+    raises=(AssertionError, sa.exc.OperationalError),
+)
 SET_ANY = _xfail("a session SET of a parameter outside replay_parameters is not replayed")
 
 
