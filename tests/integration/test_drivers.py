@@ -51,6 +51,14 @@ NODE_HINT = (
 SESSION_SEMANTICS = "session semantics: "
 
 
+def _xfail(
+    reason: str, raises: type[BaseException] | tuple[type[BaseException], ...] = AssertionError
+) -> pytest.MarkDecorator:
+    """Expected to fail until the session-settings work lands; any other exception (in setup,
+    say) still fails the test."""
+    return pytest.mark.xfail(strict=True, raises=raises, reason=SESSION_SEMANTICS + reason)
+
+
 # --- running programs -------------------------------------------------------------------------
 
 
@@ -219,11 +227,47 @@ async def test_jdbc_workload(
     assert rc == 0, out + err
     by_step = check_workload(parse_records(out), mode, prefix, 50, "PGJDBC")
     for thread in range(CLIENTS):
+        assert by_step[(thread, "current_schema")].get("value") == ["public"] * 5
         prepared = by_step[(thread, "prepared")]
         assert prepared.get("value") == {
             "results": prepared_results(thread),
             "server_prepared": True,
         }, prepared
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param(
+            m,
+            marks=_xfail(
+                "pgJDBC's currentSchema (the startup parameter search_path)"
+                " is refused: only tracked parameters are accepted"
+            ),
+        )
+        for m in MODES
+    ],
+)
+async def test_jdbc_current_schema_follows_each_connection(
+    pg: PgServer, make_proxy: MakeProxy, jdbc_classes: Path, mode: str
+) -> None:
+    """currentSchema=... in the URL: every connection sees it, on whichever server it runs."""
+    prefix = f"jdbc_cs_{mode[:5]}"
+    await create_workload_tables(pg, prefix, CLIENTS)
+    proxy = await make_proxy([pool_entry("jdbcpool", mode=mode, size=POOL_SIZE)])
+    url = (
+        f"jdbc:postgresql://{proxy.host}:{proxy.port}/jdbcpool"
+        f"?currentSchema={prefix}_0&connectTimeout=10&socketTimeout=60"
+    )
+    classpath = f"{JDBC_JAR}{os.pathsep}{jdbc_classes}"
+    rc, out, err = await run(
+        ["java", "-cp", classpath, "Workload", url, SCRAM_USER, SCRAM_PASSWORD, str(CLIENTS),
+         prefix],
+    )  # fmt: skip
+    assert rc == 0, out + err
+    records = parse_records(out)
+    schemas = {r["thread"]: r.get("value") for r in records if r.get("step") == "current_schema"}
+    assert schemas == {t: [f"{prefix}_0"] * 5 for t in range(CLIENTS)}, out
 
 
 # --- node-postgres -----------------------------------------------------------------------------
@@ -426,14 +470,6 @@ async def test_sqlalchemy_core_autocommit(pg: PgServer, make_proxy: MakeProxy, m
             "rows": {"many": [20, 190]},
         }, thread
     assert await rows_of(pg, prefix) == {"many": 20 * CLIENTS}
-
-
-def _xfail(
-    reason: str, raises: type[BaseException] | tuple[type[BaseException], ...] = AssertionError
-) -> pytest.MarkDecorator:
-    """Expected to fail until the session-settings work lands; any other exception (in setup,
-    say) still fails the test."""
-    return pytest.mark.xfail(strict=True, raises=raises, reason=SESSION_SEMANTICS + reason)
 
 
 STATEMENT_BEGIN = _xfail(

@@ -67,6 +67,7 @@ public final class Workload {
                     scalar(conn, "SELECT 40 + 2"),
                     scalar(conn, "SELECT current_user"),
                     scalar(conn, "SELECT upper('pgjdbc')")));
+            step(thread, "current_schema", () -> repeated(conn, "SELECT current_schema()"));
             step(thread, "application_name", () -> {
                 exec(conn, "SET application_name = '" + prefix + "_app_" + thread + "'");
                 return repeated(conn, "SELECT current_setting('application_name')");
