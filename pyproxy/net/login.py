@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pyproxy.auth.exchange import ClientExchange
 from pyproxy.auth.scram import AuthFailed
 from pyproxy.errors import (
+    FEATURE_NOT_SUPPORTED,
     INVALID_AUTHORIZATION,
     INVALID_CATALOG_NAME,
     INVALID_PASSWORD,
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyproxy.login")
 C = ClientPhase
 MAX_GREETINGS = 64  # login greetings remembered per pool (one per set of startup parameters)
+
+# Tools known by the application_name they send, that need their statements on one server.
+DUMP_TOOLS = frozenset(("pg_dump", "pg_dumpall", "pg_restore"))
 
 
 class Login:
@@ -262,6 +266,15 @@ class Login:
             raise PgError(
                 TOO_MANY_CONNECTIONS,
                 f'no more connections allowed for pool "{pool.name}" (max_client_conn {limit})',
+                fatal=True,
+            )
+        tool = client.params.get("application_name") or client.options.get("application_name", "")
+        if pool.mode == "statement" and tool in DUMP_TOOLS:
+            # Each of their statements could run on another server, outside their snapshot.
+            raise PgError(
+                FEATURE_NOT_SUPPORTED,
+                f'{tool} cannot run through pool "{pool.name}" in statement mode: use a pool in '
+                "session or transaction mode",
                 fatal=True,
             )
         client.join(pool)

@@ -48,17 +48,6 @@ NODE_HINT = (
     "npm registry to install pg; .ci/run installs them"
 )
 
-SESSION_SEMANTICS = "session semantics: "
-
-
-def _xfail(
-    reason: str, raises: type[BaseException] | tuple[type[BaseException], ...] = AssertionError
-) -> pytest.MarkDecorator:
-    """Expected to fail until the session-settings work lands; any other exception (in setup,
-    say) still fails the test."""
-    return pytest.mark.xfail(strict=True, raises=raises, reason=SESSION_SEMANTICS + reason)
-
-
 # --- running programs -------------------------------------------------------------------------
 
 
@@ -235,19 +224,7 @@ async def test_jdbc_workload(
         }, prepared
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        pytest.param(
-            m,
-            marks=_xfail(
-                "pgJDBC's currentSchema (the startup parameter search_path)"
-                " is refused: only tracked parameters are accepted"
-            ),
-        )
-        for m in MODES
-    ],
-)
+@pytest.mark.parametrize("mode", MODES)
 async def test_jdbc_current_schema_follows_each_connection(
     pg: PgServer, make_proxy: MakeProxy, jdbc_classes: Path, mode: str
 ) -> None:
@@ -472,15 +449,7 @@ async def test_sqlalchemy_core_autocommit(pg: PgServer, make_proxy: MakeProxy, m
     assert await rows_of(pg, prefix) == {"many": 20 * CLIENTS}
 
 
-STATEMENT_BEGIN = _xfail(
-    "statement mode forwards a BEGIN sent while the client keeps its server between "
-    "statements and answers it with CommandComplete BEGIN and an ErrorResponse (two results)"
-)
-
-
-@pytest.mark.parametrize(
-    "mode", ["session", "transaction", pytest.param("statement", marks=STATEMENT_BEGIN)]
-)
+@pytest.mark.parametrize("mode", ["session", "transaction", "statement"])
 async def test_sqlalchemy_core_transactions(pg: PgServer, make_proxy: MakeProxy, mode: str) -> None:
     """Default (transactional) use: commits kept, rollbacks gone; statement mode refuses the
     transaction with an error and leaves nothing of it."""
@@ -510,29 +479,20 @@ async def test_sqlalchemy_core_transactions(pg: PgServer, make_proxy: MakeProxy,
     assert await rows_of(pg, prefix) == ({} if mode == "statement" else {"commit": 3 * CLIENTS})
 
 
-SET_IN_TX = _xfail("a SET made in a committed transaction is lost when the client moves")
-SET_CONFIG = _xfail("set_config(..., false) is not replayed on the client's next server")
-OPTIONS = _xfail(
-    "options=-c search_path at startup is refused (only tracked parameters)",
-    raises=(AssertionError, sa.exc.OperationalError),
-)
-SET_ANY = _xfail("a session SET of a parameter outside replay_parameters is not replayed")
-
-
 @pytest.mark.parametrize(
     ("mode", "how"),
     [
         ("session", "set_in_transaction"),
-        pytest.param("transaction", "set_in_transaction", marks=SET_IN_TX),
+        ("transaction", "set_in_transaction"),
         ("session", "set_config"),
-        pytest.param("transaction", "set_config", marks=SET_CONFIG),
-        pytest.param("statement", "set_config", marks=SET_CONFIG),
-        pytest.param("session", "startup_options", marks=OPTIONS),
-        pytest.param("transaction", "startup_options", marks=OPTIONS),
-        pytest.param("statement", "startup_options", marks=OPTIONS),
+        ("transaction", "set_config"),
+        ("statement", "set_config"),
+        ("session", "startup_options"),
+        ("transaction", "startup_options"),
+        ("statement", "startup_options"),
         ("session", "set_custom_parameter"),
-        pytest.param("transaction", "set_custom_parameter", marks=SET_ANY),
-        pytest.param("statement", "set_custom_parameter", marks=SET_ANY),
+        ("transaction", "set_custom_parameter"),
+        ("statement", "set_custom_parameter"),
     ],
 )
 async def test_sqlalchemy_session_setting_follows_its_client(
@@ -653,13 +613,7 @@ async def test_psql_copy_in_and_out(
     [
         "session",
         "transaction",
-        pytest.param(
-            "statement",
-            marks=_xfail(
-                "statement mode refuses BEGIN and leaves the client outside a transaction, so "
-                "the INSERT of BEGIN; INSERT; ROLLBACK is committed"
-            ),
-        ),
+        "statement",
     ],
 )
 async def test_psql_script_rolled_back_leaves_no_row(
@@ -735,22 +689,7 @@ async def test_pgbench_tpcb_through_a_transaction_pool(
 # --- psycopg 3: a transaction in statement mode, as PostgreSQL refuses one ---------------------
 
 
-REFUSED_BEGIN = "statement mode answers a refused BEGIN with ReadyForQuery 'I', not 'E'"
-
-
-@pytest.mark.parametrize(
-    "first",
-    [
-        pytest.param("alone", marks=_xfail(REFUSED_BEGIN)),
-        pytest.param(
-            "after_a_statement",
-            marks=_xfail(
-                REFUSED_BEGIN + "; a BEGIN sent while the client keeps its server is run on it "
-                "and answered with CommandComplete BEGIN and an ErrorResponse"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("first", ["alone", "after_a_statement"])
 async def test_psycopg_transaction_in_statement_mode_is_an_aborted_block(
     make_proxy: MakeProxy, first: str
 ) -> None:

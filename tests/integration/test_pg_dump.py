@@ -396,33 +396,8 @@ async def load_on(proxy: RunningProxy, pool: str, with_tables: bool) -> AsyncIte
 
 # --- dump --------------------------------------------------------------------------------------
 
-DUMP_MODES = (
-    "session",
-    pytest.param(
-        "transaction",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=AssertionError,
-            reason="session semantics: pg_dump's set_config('search_path', '', false) and SET "
-            "extra_float_digits TO 3 stay behind when its transaction runs on another server "
-            "(names in public lose their schema, the archive records search_path 'public'), and "
-            "another client's SET extra_float_digits = 0 reaches it (floats lose digits)",
-        ),
-    ),
-)
-RESTORE_MODES = (
-    "session",
-    pytest.param(
-        "transaction",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=AssertionError,
-            reason="session semantics: pg_restore's SET check_function_bodies = false and "
-            "set_config('search_path', '', false) stay behind when it moves to another server, "
-            "so CREATE FUNCTION of a SQL function checks its body and fails",
-        ),
-    ),
-)
+DUMP_MODES = ("session", "transaction")
+RESTORE_MODES = DUMP_MODES
 
 
 @pytest.mark.parametrize("mode", DUMP_MODES)
@@ -498,13 +473,6 @@ def assert_refused_naming_modes(stderr: str) -> None:
     assert MODE_MESSAGE.search(stderr, error.start()), stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="session semantics: pg_dump through a statement pool is refused only by its BEGIN "
-    "('transaction blocks not allowed in statement pooling mode'), without naming the modes "
-    "that work",
-)
 async def test_pg_dump_through_a_statement_pool_is_refused_naming_the_modes_that_work(
     make_proxy: MakeProxy, source_db: Source
 ) -> None:
@@ -516,11 +484,6 @@ async def test_pg_dump_through_a_statement_pool_is_refused_naming_the_modes_that
     assert_refused_naming_modes(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="session semantics: pg_restore through a statement pool is not refused",
-)
 async def test_pg_restore_through_a_statement_pool_is_refused_naming_the_modes_that_work(
     pg: PgServer, make_proxy: MakeProxy, source_db: Source
 ) -> None:

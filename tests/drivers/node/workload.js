@@ -43,8 +43,8 @@ async function repeated(client, sql) {
 }
 
 async function transaction(client, prefix, thread, kind, commit) {
-  await client.query('BEGIN');
   try {
+    await client.query('BEGIN'); // inside: a refused BEGIN is rolled back like any error
     for (let n = 0; n < 3; n++) {
       await client.query({
         name: `${prefix}_insert`,
