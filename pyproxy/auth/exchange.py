@@ -48,9 +48,7 @@ class ClientExchange:
                 PROTOCOL_VIOLATION, f"expected a password message, got {chr(kind)!r}", fatal=True
             )
         if self.method == "md5":
-            if self.password is None or not md5_verify(
-                self.user, self.password, self.salt, body
-            ):
+            if self.password is None or not md5_verify(self.user, self.password, self.salt, body):
                 raise AuthFailed("wrong password")
             return b"", True
         assert self.scram is not None

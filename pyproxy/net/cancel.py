@@ -70,6 +70,7 @@ class Cancels:
             pool = server.pool
             if pool is None:
                 return
+
             def still() -> bool:
                 # The query may have finished while we connected: send only if the same client
                 # still holds the same link with work running.

@@ -128,10 +128,7 @@ def _named(client: Any, server: Any, data: bytes, n: int) -> bool:
     client.copy_syncs = shape.copy_syncs
     names_end = 5 + len(shape.names)
     server.transport.write(
-        b"B"
-        + _pack(bind_end - 1 + shape.delta)
-        + shape.server_names
-        + data[names_end:]
+        b"B" + _pack(bind_end - 1 + shape.delta) + shape.server_names + data[names_end:]
     )
     return True
 

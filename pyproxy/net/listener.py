@@ -16,5 +16,3 @@ async def listen(state: ProxyState, host: str, port: int) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     factory: Callable[[], ClientConn] = lambda: ClientConn(state)  # noqa: E731
     return await loop.create_server(factory, host, port, reuse_address=True, backlog=BACKLOG)
-
-

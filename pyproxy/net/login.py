@@ -192,9 +192,7 @@ class Login:
         known = cluster.user(client.user)
         password = known.password if known is not None else None
         secret = proxy.credentials.scram_secret(cluster.id, client.user, password)
-        self.exchange = ClientExchange(
-            proxy.config.proxy.auth_type, client.user, password, secret
-        )
+        self.exchange = ClientExchange(proxy.config.proxy.auth_type, client.user, password, secret)
         try:
             reply, done = self.exchange.start()
         except AuthFailed:

@@ -34,7 +34,7 @@ class Opener:
         pool = self.pool
         if pool.paused or pool.deleted or self.connecting + pool.checks >= len(pool.waiters):
             return
-        if pool.total >= pool.cfg.size and not pool.cfg.settings.reserve_pool_size:
+        if pool.total >= pool.cap and not pool.cfg.settings.reserve_pool_size:
             return  # the common case under load: every server busy, no reserve
         limit = pool.limit()
         while self.connecting + pool.checks < len(pool.waiters) and pool.total < limit:
@@ -44,7 +44,7 @@ class Opener:
         """Open one server; for ``client`` alone when given (see ``open_for``)."""
         pool = self.pool
         self.connecting += 1
-        if pool.within and pool.total > pool.cfg.size:
+        if pool.within and pool.total > pool.cap:
             pool.within = False  # a login for the pool's parameters may open one server more
         task = asyncio.get_running_loop().create_task(self._connect(client))
         self.tasks.add(task)
@@ -55,7 +55,7 @@ class Opener:
         died: an idle server may have died with it). False when the pool has no room for one
         more; the client then asks through ``acquire``."""
         pool = self.pool
-        if pool.paused or pool.deleted or pool.total >= pool.cfg.size:
+        if pool.paused or pool.deleted or pool.total >= pool.cap:
             return False
         self.launch(client)
         return True

@@ -91,6 +91,11 @@ class Pool:
         self.steady = True  # not paused or deleted
         self.max_age = math.inf  # server_lifetime, or infinity when there is none
         self.within = True  # the servers cannot outnumber the size (see fits)
+        # The part of the pool's size this process may open: all of it unless an allocator
+        # (worker processes or instances sharing one budget) gives it less. ``cap`` is the
+        # smaller of the two, what every size check uses.
+        self.share: int | None = None
+        self.cap = cfg.size
         # Counters; the hot ones are attributes.
         self.xact_count = 0  # transactions (statements in statement mode) served
         self.wait_count = 0  # requests that were queued
@@ -131,9 +136,20 @@ class Pool:
         self.cfg = cfg
         self._restate()
 
+    def set_share(self, share: int | None) -> None:
+        """How many of the pool's servers this process may hold (None: the whole size). A
+        smaller share closes idle servers beyond it at once and busy ones as they come back."""
+        self.share = share
+        self._restate()
+        excess = self.total - self.cap
+        if excess > 0:
+            self.close_idle("share reduced", keep=max(0, len(self.idle) - excess))
+
     def _restate(self) -> None:
         """Precompute what a release checks for every transaction."""
         self.steady = not self.paused and not self.deleted
+        size = self.cfg.size
+        self.cap = size if self.share is None else max(0, min(size, self.share))
         lifetime = self.cfg.settings.server_lifetime
         self.max_age = lifetime if lifetime > 0 else math.inf
         self.within = False
@@ -143,7 +159,7 @@ class Pool:
         """Are there no more servers than the pool's size? Only a reserve pool or a smaller
         size (a new config) can make it false; without a reserve, once true it stays so until
         the config changes, and ``within`` lets releases skip counting."""
-        fits = self.total <= self.cfg.size
+        fits = self.total <= self.cap
         if fits and not self.cfg.settings.reserve_pool_size:
             self.within = True
         return fits
@@ -176,7 +192,7 @@ class Pool:
 
     def limit(self) -> int:
         """Servers this pool may hold now, reserve included when the head waiter waited long."""
-        size = self.cfg.size
+        size = self.cap
         s = self.settings
         if s.reserve_pool_size and self.waiters:
             waited = time.monotonic() - self.waiters[0].wait_since
@@ -235,7 +251,7 @@ class Pool:
         self.wait_count += 1
         if self.idle:
             self.serve_waiters()  # idle servers left while others are being checked
-        if self.total < self.cfg.size or self.cfg.settings.reserve_pool_size:
+        if self.total < self.cap or self.cfg.settings.reserve_pool_size:
             self.grow()
 
     def _kept(self) -> Any | None:
@@ -343,7 +359,7 @@ class Pool:
         now = now or time.monotonic()
         # Over the limit (the pool shrank, or a reserve server is no longer needed): close it.
         others = self.total - (server.place is not Place.NONE)
-        if self.deleted or (others >= self.cfg.size and others >= self.limit()):
+        if self.deleted or (others >= self.cap and others >= self.limit()):
             server.close("pool shrunk")
             return
         lifetime = self.cfg.settings.server_lifetime

@@ -119,7 +119,7 @@ class PoolRegistry:
                 live.close_idle("pool db/user changed")
                 live.mark_stale()
                 live.forget_welcome()
-            while live.idle and live.total > pool.size:
+            while live.idle and live.total > live.cap:
                 live.close_idle("pool shrunk", keep=len(live.idle) - 1)
         log.info("pool %s updated (%s, size %d, db %s)", name, pool.mode, pool.size, pool.db)
 

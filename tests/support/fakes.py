@@ -38,6 +38,7 @@ ANSWERS = {
     ord("E"): ROWS,
     ord("S"): m.READY_IDLE,
     ord("C"): message(b"3", b""),
+    ord("X"): b"",  # Terminate: the connection closes, nothing answers
 }
 
 
