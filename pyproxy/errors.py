@@ -26,6 +26,7 @@ INTERNAL_ERROR = "XX000"
 DUPLICATE_PREPARED_STATEMENT = "42P05"
 INVALID_SQL_STATEMENT_NAME = "26000"
 CONFIG_FILE_ERROR = "F0000"
+WARNING = "01000"
 
 # A client that waited longer than query_wait_timeout for a server gets cannot_connect_now:
 # the query never ran, and drivers and frameworks treat 57P03 as safe to retry.

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 from pyproxy.errors import ACTIVE_SQL_TRANSACTION
 from pyproxy.net.relay import keep
 from pyproxy.proto import messages as m
-from pyproxy.proto.codes import PARSE, TERMINATE
-from pyproxy.proto.framing import message_end
+from pyproxy.proto.codes import PARSE, QUERY, TERMINATE
+from pyproxy.proto.framing import length_at, message_end
 from pyproxy.proto.phases import ClientPhase
-from pyproxy.session.aborted_block import AbortedBlock
+from pyproxy.session.aborted_block import AbortedBlock, opens_block
 from pyproxy.session.rewrite import STATEMENT_BLOCK, STATEMENT_HINT
 
 if TYPE_CHECKING:
@@ -69,3 +69,19 @@ def feed(client: ClientConn, data: bytes) -> None:
         client.transport.close()
     elif rest:
         keep(client, rest, 0)
+
+
+def opens_block_at(client: ClientConn, data: bytes) -> bool:
+    """Statement mode: does ``data`` start with a whole Query or Parse opening a transaction
+    block? The pre-checks first: the query's text, not the whole request."""
+    if len(data) < 6:
+        return False
+    end = 1 + length_at(data, 0)[0]
+    if data[0] == QUERY:
+        seen = client.needs(data, 5, min(end, len(data)))
+    elif data[0] == PARSE:
+        name_end = data.find(0, 5, end)
+        seen = name_end >= 0 and client.parse_needs(data, name_end + 1, min(end, len(data)))
+    else:
+        return False
+    return seen and opens_block(data, 0)

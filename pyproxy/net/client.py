@@ -13,21 +13,18 @@ from pyproxy.net import blocks, lane, retry, sessions
 from pyproxy.net.connect import peer_address
 from pyproxy.net.login import Login
 from pyproxy.net.relay import joined, pause_peer, resume_cut, resume_peer, stream_or_keep
+from pyproxy.net.release import Releasing
 from pyproxy.proto import messages as m
 from pyproxy.proto.codes import (
     COPY_DATA,
     COPY_IN_TYPES,
     FRONTEND_TYPES,
-    FUNCTION_CALL,
     IDLE,
-    PARSE,
-    QUERY,
-    SYNC,
     TERMINATE,
 )
-from pyproxy.proto.framing import length_at, walk
+from pyproxy.proto.framing import count_ready
 from pyproxy.proto.phases import ClientPhase, ServerPhase, client_moves
-from pyproxy.session.aborted_block import AbortedBlock, opens_block
+from pyproxy.session.aborted_block import AbortedBlock
 from pyproxy.session.accounting import (
     BAD_LENGTH,
     BLOCK,
@@ -42,7 +39,7 @@ from pyproxy.session.analysis import (
     parse_needs_analysis,
     parse_needs_analysis_statement_mode,
 )
-from pyproxy.session.copyflow import complete_cut_copy_data, drop_copy_leftovers, is_copy_leftover
+from pyproxy.session.copyflow import drop_copy_leftovers, is_copy_leftover
 from pyproxy.session.shapes import BindShape, ReplyShape, RequestShape
 
 if TYPE_CHECKING:
@@ -58,7 +55,7 @@ STREAMED = frozenset((COPY_DATA,))  # a cut CopyData is passed on as it arrives
 _ids = iter(range(1, 1 << 62))
 
 
-class ClientConn(asyncio.Protocol):
+class ClientConn(Releasing, asyncio.Protocol):
     """An application connection; linked to a server only while the pool mode requires."""
 
     def __init__(self, state: ProxyState) -> None:
@@ -174,34 +171,6 @@ class ClientConn(asyncio.Protocol):
         self.server = None
         if server is not None and not server.closed:
             self._give_back(server)
-
-    def _give_back(self, server: ServerConn) -> None:
-        """This client lets go of ``server`` (it left, or is being ended): a server with a query
-        running is cancelled and closed; otherwise it goes through the pool's release path,
-        which rolls back, resets and waits for cancels as needed."""
-        pool = server.pool
-        if pool is None:
-            server.unlink()
-            server.close("no pool")
-            return
-        if server.pending > 0 or self.open_ext or self.skip:
-            # A query is still running: cancel it so the backend does not linger, then close.
-            server.unlink()
-            self.proxy.cancels.cancel_backend(server)
-            server.close("client disconnected with a query in progress")
-            return
-        if self.session_mode:
-            server.reset_sql = pool.settings.server_reset_query
-        elif self.pinned:
-            # What pinned it (LISTEN, temporary tables, ...) must not reach the next client.
-            server.reset_sql = "DISCARD ALL"
-            self.pinned = ()
-            pool.pinned.discard(self)
-        if server.phase in (ServerPhase.SYNC, ServerPhase.READBACK):
-            server.client = None  # running pyproxy's own query for us: released after it
-            return
-        server.unlink()
-        pool.release(server)
 
     def close_quietly(self) -> None:
         self.move(C.CLOSED)
@@ -368,7 +337,7 @@ class ClientConn(asyncio.Protocol):
         elif data[0] not in FRONTEND_TYPES:
             self.violation(data[0])
             return
-        elif self.statement_mode and _opens_block(self, data):
+        elif self.statement_mode and blocks.opens_block_at(self, data):
             blocks.enter(self, data)
             return
         if self.tail:
@@ -492,72 +461,6 @@ class ClientConn(asyncio.Protocol):
         else:
             server.close("pool gone")
 
-    # ---- the end of a transaction ---------------------------------------------------------------
-
-    def release_server(self, reply: bytes) -> None:
-        """The transaction is over: ``reply`` (its last bytes, up to ReadyForQuery) goes to the
-        client, and the server is kept, passed on or returned."""
-        server = self.server
-        if server is None:
-            if reply:
-                self.transport.write(reply)
-            return
-        pool = self.pool
-        if pool is not None:
-            pool.xact_count += 1
-            if self.check_state or self.pinned or self.deferred:
-                sessions.state_first(self, server, reply)
-                return
-        self.let_go(server, reply)
-
-    def let_go(self, server: ServerConn, reply: bytes) -> None:
-        """``release_server`` once the transaction is counted: keep the server while nobody
-        waits, pass it to the next queued client, or return it."""
-        pool = self.pool
-        now = server.ready_at
-        self.last_active = now
-        if pool is not None and server.status == IDLE and not self.skip and not server.stale:
-            if pool.waiters:
-                # Under load: straight to the next queued client, whose request is sent before
-                # this client's reply so that PostgreSQL gets to work sooner.
-                self.server = None
-                self.move(C.READY)
-                pool.hand_over(server, now)
-                if reply:
-                    self.transport.write(reply)
-                self.refuse_deferred()
-                return
-            if reply:
-                self.transport.write(reply)
-            if not self.deferred and pool.keeps(server):
-                return  # kept until this client's next transaction, unless the pool needs it
-        elif reply:
-            self.transport.write(reply)
-        self.server = None
-        self.move(C.READY)
-        if self.skip:  # released inside a CopyData the server no longer wants
-            self.discard, self.skip = self.skip, 0
-            padding = complete_cut_copy_data(self.discard)
-            if padding is None or server.transport is None or server.transport.is_closing():
-                server.stale = True
-            else:
-                server.transport.write(padding)
-        if server.status != IDLE:
-            # Statement mode: a transaction block opened where pyproxy could not see it
-            # coming. The release path rolls it back; the client is in an aborted block.
-            blocks.enter(self)
-        server.unlink()
-        if pool is None:
-            server.close("pool gone")
-        else:
-            pool.release(server, now=now)
-        self.refuse_deferred()
-
-    def refuse_deferred(self) -> None:
-        if self.deferred:
-            rest, self.deferred = self.deferred, b""
-            blocks.enter(self, rest)
-
     # ---- failures -------------------------------------------------------------------------------
 
     def answered(self) -> None:
@@ -575,7 +478,7 @@ class ClientConn(asyncio.Protocol):
             return
         data = b"".join(self.pending_data)
         self.pending_data.clear()
-        units = max(_count_requests(data), 1)
+        units = max(count_ready(data), 1)
         out = [m.error_response(err.sqlstate, err.message)]
         out.extend([m.READY_IDLE] * units)
         self.transport.write(b"".join(out))
@@ -588,25 +491,3 @@ class ClientConn(asyncio.Protocol):
 # A first byte that needs more than queueing: COPY leftovers, a type no frontend may send now,
 # a Terminate.
 _NOT_PLAIN_FIRST = frozenset(range(256)) - FRONTEND_TYPES | COPY_IN_TYPES | {TERMINATE}
-
-
-def _opens_block(client: ClientConn, data: bytes) -> bool:
-    """Statement mode: does ``data`` start with a whole Query or Parse opening a transaction
-    block? The pre-checks first: the query's text, not the whole request."""
-    if len(data) < 6:
-        return False
-    end = 1 + length_at(data, 0)[0]
-    if data[0] == QUERY:
-        seen = client.needs(data, 5, min(end, len(data)))
-    elif data[0] == PARSE:
-        name_end = data.find(0, 5, end)
-        seen = name_end >= 0 and client.parse_needs(data, name_end + 1, min(end, len(data)))
-    else:
-        return False
-    return seen and opens_block(data, 0)
-
-
-def _count_requests(data: bytes) -> int:
-    """How many ReadyForQuery a run of client messages would produce (Query, Sync, FunctionCall)."""
-    found, _ = walk(data)
-    return sum(1 for kind, _, _ in found if kind in (QUERY, SYNC, FUNCTION_CALL))

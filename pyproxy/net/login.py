@@ -15,6 +15,7 @@ from pyproxy.auth.exchange import ClientExchange
 from pyproxy.auth.scram import AuthFailed
 from pyproxy.errors import (
     FEATURE_NOT_SUPPORTED,
+    INTERNAL_ERROR,
     INVALID_AUTHORIZATION,
     INVALID_CATALOG_NAME,
     INVALID_PASSWORD,
@@ -293,7 +294,7 @@ class Login:
             )
         elif exc is not None:
             log.error("[c%d] login failed: %r", client.id, exc)
-            client.fatal(PgError("XX000", f"internal error during login: {exc}", fatal=True))
+            client.fatal(PgError(INTERNAL_ERROR, f"internal error during login: {exc}", fatal=True))
 
     # ---- the greeting ---------------------------------------------------------------------------
 

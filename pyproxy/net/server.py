@@ -8,21 +8,34 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyproxy.errors import CONNECTION_FAILURE, PROTOCOL_VIOLATION, PgError
+from pyproxy.errors import (
+    CONNECTION_FAILURE,
+    INVALID_PARAMETER_VALUE,
+    PROTOCOL_VIOLATION,
+    PgError,
+)
 from pyproxy.net import lane
 from pyproxy.net.relay import pause_peer, resume_cut, resume_peer, stream_or_keep
 from pyproxy.pool.pool import Place
 from pyproxy.proto import messages as m
 from pyproxy.proto.codes import (
+    BIND_COMPLETE,
+    COMMAND_COMPLETE,
     COPY_DATA,
     DATA_ROW,
+    EMPTY_QUERY_RESPONSE,
     ERROR_RESPONSE,
     FATAL_SEVERITIES,
     IDLE,
+    NO_DATA,
     NOTICE_RESPONSE,
+    PARAMETER_DESCRIPTION,
     PARAMETER_STATUS,
+    PARSE_COMPLETE,
+    PORTAL_SUSPENDED,
     QUERY,
     READY_FOR_QUERY,
+    ROW_DESCRIPTION,
 )
 from pyproxy.proto.framing import length_at, walk
 from pyproxy.proto.phases import ServerPhase, server_moves
@@ -39,11 +52,13 @@ LINKED = S.LINKED
 STREAMED = frozenset((DATA_ROW, COPY_DATA))  # cut messages passed on as they arrive
 # While a reply holds only these, a FATAL after them means the statement did not complete
 # (ParseComplete, BindComplete, ParameterDescription, RowDescription, NoData, DataRow) ...
-NO_ANSWER_YET = frozenset(b"12tTnD")
+NO_ANSWER_YET = frozenset(
+    (PARSE_COMPLETE, BIND_COMPLETE, PARAMETER_DESCRIPTION, ROW_DESCRIPTION, NO_DATA, DATA_ROW)
+)
 # ... and for an extended-protocol request, whose implicit transaction commits at its Sync, after
 # CommandComplete, PortalSuspended or EmptyQueryResponse too: a FATAL before its ReadyForQuery
 # means it was rolled back.
-NOT_COMMITTED_YET = NO_ANSWER_YET | frozenset(b"CsI")
+NOT_COMMITTED_YET = NO_ANSWER_YET | {COMMAND_COMPLETE, PORTAL_SUSPENDED, EMPTY_QUERY_RESPONSE}
 HOLD_REPLY = 64 * 1024  # bytes of such a reply kept back at most
 _ids = iter(range(1, 1 << 62))
 
@@ -187,7 +202,9 @@ class ServerConn(asyncio.Protocol):
         if error is not None:
             log.warning("[s%d] could not apply session parameters: %s", self.id, error.get("M"))
             if client is not None:
-                client.server_failed(PgError(error.get("C", "22023"), error.get("M", "?")))
+                client.server_failed(
+                    PgError(error.get("C", INVALID_PARAMETER_VALUE), error.get("M", "?"))
+                )
             self.close("parameter sync failed")
             return
         if client is None:  # the client left meanwhile

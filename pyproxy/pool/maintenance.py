@@ -7,6 +7,7 @@ import logging
 
 from pyproxy.config import PoolSettings
 from pyproxy.errors import QUERY_CANCELED, QUERY_WAIT_TIMEOUT, PgError
+from pyproxy.pool.lifetime import lifetime_over
 from pyproxy.pool.pool import HOLD_IDLE, Pool
 
 log = logging.getLogger("pyproxy.pool")
@@ -28,7 +29,7 @@ def tick(pool: Pool, now: float) -> None:
                 break
             if s.server_idle_timeout > 0 and now - server.idle_since >= s.server_idle_timeout:
                 pool.close_server(server, "server_idle_timeout")
-            elif pool.expired(server, now):
+            elif lifetime_over(pool, server, now):
                 pool.close_server(server, "server_lifetime")
     while pool.idle and pool.total > pool.limit():
         pool.close_idle("pool shrunk", keep=len(pool.idle) - 1)

@@ -107,12 +107,19 @@ class Opener:
             for w in waiters:
                 w.on_wait_error(exc)
 
+    def failing_fast(self) -> bool:
+        """While the server keeps refusing us, new clients get the last error at once."""
+        pool = self.pool
+        if pool.last_error is None or pool.linked or pool.idle:
+            return False
+        return time.monotonic() - pool.last_error_at < pool.settings.server_login_retry
+
     async def wait_welcome(self) -> None:
         """Wait until one server login has told us the server's ParameterStatus set."""
         pool = self.pool
         if pool.welcome is not None:
             return
-        if pool.failing_fast():
+        if self.failing_fast():
             assert pool.last_error is not None
             raise pool.last_error
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

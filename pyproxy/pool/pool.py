@@ -13,6 +13,7 @@ from typing import Any
 
 from pyproxy.config import ClusterConfig, PoolConfig, PoolSettings
 from pyproxy.errors import ADMIN_SHUTDOWN, QUERY_CANCELED, PgError
+from pyproxy.pool.lifetime import lifetime_over
 from pyproxy.pool.opening import Connector, Opener
 from pyproxy.pool.pinned import Pinned
 from pyproxy.proto.codes import IDLE as IDLE_STATUS
@@ -239,7 +240,7 @@ class Pool:
                 kept.client.give_up_server()
                 client.on_server(kept)
                 return
-        if self.last_error is not None and self.failing_fast():
+        if self.last_error is not None and self.opener.failing_fast():
             client.on_wait_error(self.last_error)
             return
         self.enqueue(client)
@@ -272,12 +273,6 @@ class Pool:
     def _needs_check(self, server: Any) -> bool:
         delay = self.settings.server_check_delay
         return delay > 0 and time.monotonic() - server.idle_since > delay
-
-    def failing_fast(self) -> bool:
-        """While the server keeps refusing us, new clients get the last error at once."""
-        if self.last_error is None or self.linked or self.idle:
-            return False
-        return time.monotonic() - self.last_error_at < self.settings.server_login_retry
 
     def cancel_wait(self, client: Any) -> bool:
         try:
@@ -363,7 +358,7 @@ class Pool:
             server.close("pool shrunk")
             return
         lifetime = self.cfg.settings.server_lifetime
-        if not fresh and 0 < lifetime <= now - server.created and self.expired(server, now):
+        if not fresh and 0 < lifetime <= now - server.created and lifetime_over(self, server, now):
             server.close("server_lifetime")
             self.grow()
             return
@@ -451,18 +446,6 @@ class Pool:
                 break
             kept.client.give_up_server()
             self._hand_to_waiter(kept, now)
-
-    def expired(self, server: Any, now: float) -> bool:
-        """Is ``server`` past server_lifetime, and may it close now? Lifetime closes are spread
-        out: at most one per lifetime / size seconds."""
-        lifetime = self.settings.server_lifetime
-        if lifetime <= 0 or now - server.created < lifetime:
-            return False
-        gap = lifetime / max(self.cfg.size, 1)
-        if now - self.last_lifetime_close < gap:
-            return False
-        self.last_lifetime_close = now
-        return True
 
     def forget(self, server: Any) -> None:
         """A server closed or died: out of every container."""

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from pyproxy.config import ClusterConfig, Config, PoolConfig
-from pyproxy.errors import ADMIN_SHUTDOWN, INVALID_CATALOG_NAME, PgError
+from pyproxy.errors import ADMIN_SHUTDOWN, CONNECTION_FAILURE, INVALID_CATALOG_NAME, PgError
 from pyproxy.pool.opening import Connector
 from pyproxy.pool.pool import WAIT_BOUNDS, Pool
 from pyproxy.pool.stats import counters, snapshot
@@ -211,7 +211,7 @@ class PoolRegistry:
         """Ask PostgreSQL whether ``db`` exists, logging in as a configured user of the cluster."""
         cluster = self.cluster(cluster_id)
         if cluster is None or not cluster.users:
-            raise PgError("08006", "no configured user to check the database with")
+            raise PgError(CONNECTION_FAILURE, "no configured user to check the database with")
         account = cluster.users[0]
         probe_cfg = PoolConfig(name="__probe__", db=db, size=1, user=account.name)
         probe = Pool(probe_cfg, cluster, account.name, account.password, self.connector)

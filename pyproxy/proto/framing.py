@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 
 from pyproxy.errors import PROGRAM_LIMIT_EXCEEDED, PgError, ProtocolError
+from pyproxy.proto.codes import FUNCTION_CALL, QUERY, SYNC
 
 MAX_STARTUP_PACKET = 10_000
 _unpack_len = struct.Struct("!I").unpack_from
@@ -141,3 +142,9 @@ def run_end(data: bytes, off: int, stop: int, kind: int) -> int:
 def message_end(data: bytes, off: int = 0) -> int:
     """Where the message whose type byte is at ``off`` ends (its length field must be there)."""
     return off + 1 + length_at(data, off)[0]
+
+
+def count_ready(data: bytes) -> int:
+    """How many ReadyForQuery a run of client messages would produce (Query, Sync, FunctionCall)."""
+    found, _ = walk(data)
+    return sum(1 for kind, _, _ in found if kind in (QUERY, SYNC, FUNCTION_CALL))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 
+from pyproxy.errors import WARNING
 from pyproxy.proto.codes import AUTH_MD5, AUTH_SASL, CANCEL_REQUEST_CODE, PROTOCOL_3_0
 
 _I = struct.Struct("!I")
@@ -115,7 +116,7 @@ def command_complete(tag: str) -> bytes:
 
 
 def notice_response(
-    text: str, *, code: str = "01000", detail: str | None = None, hint: str | None = None
+    text: str, *, code: str = WARNING, detail: str | None = None, hint: str | None = None
 ) -> bytes:
     return message(b"N", _fields("NOTICE", code, text, detail, hint))
 

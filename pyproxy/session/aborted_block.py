@@ -15,7 +15,24 @@ import struct
 
 from pyproxy.errors import IN_FAILED_SQL_TRANSACTION
 from pyproxy.proto import messages as m
+from pyproxy.proto.codes import (
+    BIND,
+    CLOSE,
+    COPY_DATA,
+    COPY_DONE,
+    COPY_FAIL,
+    DESCRIBE,
+    EXECUTE,
+    FLUSH,
+    FUNCTION_CALL,
+    PARSE,
+    QUERY,
+    SYNC,
+    TERMINATE,
+)
 from pyproxy.session.sqlscan import split_statements
+
+_IGNORED = frozenset((COPY_DATA, COPY_DONE, COPY_FAIL, FLUSH))  # answered by nothing
 
 _ABORTED = "current transaction is aborted, commands ignored until end of transaction block"
 _ENDS = {"commit", "end", "rollback", "abort"}
@@ -54,13 +71,13 @@ def starts_block(sql: str) -> bool:
 def opens_block(data: bytes, off: int) -> bool:
     """Is the message at ``off`` a whole Query or Parse whose text opens a transaction block?"""
     n = len(data)
-    if n - off < 5 or data[off] not in (80, 81):
+    if n - off < 5 or data[off] not in (PARSE, QUERY):
         return False
     end = off + 1 + _len(data, off + 1)[0]
     if end > n:
         return False
     body = data[off + 5 : end]
-    if data[off] == 80:  # Parse: name, then the query
+    if data[off] == PARSE:  # name, then the query
         body = body.split(b"\x00", 2)[1] if body.count(b"\x00") >= 2 else b""
     return starts_block(body.rstrip(b"\x00").decode("utf-8", "replace"))
 
@@ -90,7 +107,7 @@ class AbortedBlock:
         n = len(data)
         while n - off >= 5:
             end = off + 1 + _len(data, off + 1)[0]
-            if end > n or data[off] == 88:  # cut, or Terminate
+            if end > n or data[off] == TERMINATE:  # cut, or Terminate
                 break
             done = self._message(data[off], data[off + 5 : end], out)
             off = end
@@ -100,7 +117,7 @@ class AbortedBlock:
 
     def _message(self, kind: int, body: bytes, out: list[bytes]) -> bool:
         """Answer one message; True when its ReadyForQuery ended the block."""
-        if kind == 81:  # Query
+        if kind == QUERY:
             sql = body.rstrip(b"\x00").decode("utf-8", "replace")
             if not split_statements(sql):
                 out.append(_EMPTY_QUERY + _READY_ABORTED)
@@ -111,14 +128,14 @@ class AbortedBlock:
             else:
                 out.append(_aborted() + _READY_ABORTED)
             return False
-        if kind == 70:  # FunctionCall
+        if kind == FUNCTION_CALL:
             out.append(_aborted() + _READY_ABORTED)
             return False
-        if kind == 83:  # Sync
+        if kind == SYNC:
             self.skipping = False
             out.append(m.READY_IDLE if self.ended else _READY_ABORTED)
             return self.ended
-        if self.skipping or kind in (100, 99, 102, 72):  # skipped; copy data; Flush
+        if self.skipping or kind in _IGNORED:  # skipped; copy data; Flush
             return False
         if not self._extended(kind, body, out):
             self.skipping = True
@@ -128,21 +145,21 @@ class AbortedBlock:
     def _extended(self, kind: int, body: bytes, out: list[bytes]) -> bool:
         """An extended-protocol message that PostgreSQL still takes in an aborted block (the
         ones carrying COMMIT/ROLLBACK); False when it gets 25P02."""
-        if kind == 80:  # Parse
+        if kind == PARSE:
             name, _, rest = body.partition(b"\x00")
             query = rest.split(b"\x00", 1)[0].decode("utf-8", "replace")
             if not ends_block(query):
                 return False
             self._statements.add(name)
             out.append(_PARSE_COMPLETE)
-        elif kind == 66:  # Bind
+        elif kind == BIND:
             portal, _, rest = body.partition(b"\x00")
             name = rest.split(b"\x00", 1)[0]
             if name not in self._statements:
                 return False
             self._portals.add(portal)
             out.append(_BIND_COMPLETE)
-        elif kind == 68:  # Describe
+        elif kind == DESCRIBE:
             which, name = body[:1], body[1:].rstrip(b"\x00")
             if which == b"S" and name in self._statements:
                 out.append(_NO_PARAMETERS + _NO_DATA)
@@ -150,13 +167,13 @@ class AbortedBlock:
                 out.append(_NO_DATA)
             else:
                 return False
-        elif kind == 69:  # Execute
+        elif kind == EXECUTE:
             portal = body.split(b"\x00", 1)[0]
             if portal not in self._portals:
                 return False
             self.ended = True
             out.append(_ROLLBACK_DONE)
-        elif kind == 67:  # Close
+        elif kind == CLOSE:
             out.append(_CLOSE_COMPLETE)
         else:
             return False

@@ -172,7 +172,9 @@ def _bind(
     sts = server.stmts
     if stmt.retired and stmt.name not in sts.prepared:
         # The result type changed since this client prepared it: PostgreSQL's own answer.
-        _bind_refusal(client, server, portal, raise_sql("0A000", ps.STALE_PLAN.decode()), out)
+        _bind_refusal(
+            client, server, portal, raise_sql(FEATURE_NOT_SUPPORTED, ps.STALE_PLAN.decode()), out
+        )
         return
     result = _statement_analysis(client, server, stmt)
     if result is not None:

@@ -11,8 +11,16 @@ import struct
 
 from pyproxy.auth.md5 import md5_response
 from pyproxy.auth.scram import ScramClient
-from pyproxy.errors import PgError
+from pyproxy.errors import INTERNAL_ERROR, INVALID_PASSWORD, PgError
 from pyproxy.proto import messages as m
+from pyproxy.proto.codes import (
+    AUTHENTICATION,
+    DATA_ROW,
+    ERROR_RESPONSE,
+    PARAMETER_STATUS,
+    READY_FOR_QUERY,
+    ROW_DESCRIPTION,
+)
 
 
 class MiniClient:
@@ -40,19 +48,19 @@ class MiniClient:
         scram: ScramClient | None = None
         while True:
             t, body = await self._read()
-            if t == 69:  # ErrorResponse
+            if t == ERROR_RESPONSE:
                 self._raise(body)
-            if t == 83:
+            if t == PARAMETER_STATUS:
                 name, value = m.parse_parameter_status(body)
                 self.params[name] = value
-            elif t == 90:
+            elif t == READY_FOR_QUERY:
                 return
-            elif t == 82:
+            elif t == AUTHENTICATION:
                 (code,) = struct.unpack("!I", body[:4])
                 if code == m.AUTH_OK:
                     continue
                 if password is None:
-                    raise PgError("28P01", "server asked for a password and none was given")
+                    raise PgError(INVALID_PASSWORD, "the server asked for a password; none given")
                 if code == m.AUTH_CLEARTEXT:
                     self.writer.write(m.password_message(m.cstr(password)))
                 elif code == m.AUTH_MD5:
@@ -72,7 +80,7 @@ class MiniClient:
     def _raise(body: bytes) -> None:
         fields = m.parse_fields(body)
         raise PgError(
-            fields.get("C", "XX000"), fields.get("M", "?"), fatal=fields.get("S") == "FATAL"
+            fields.get("C", INTERNAL_ERROR), fields.get("M", "?"), fatal=fields.get("S") == "FATAL"
         )
 
     async def query(self, sql: str) -> list[tuple[str | None, ...]]:
@@ -82,7 +90,7 @@ class MiniClient:
         error: bytes | None = None
         while True:
             t, body = await self._read()
-            if t == 68:  # DataRow
+            if t == DATA_ROW:
                 (count,) = struct.unpack("!H", body[:2])
                 pos = 2
                 row: list[str | None] = []
@@ -95,11 +103,11 @@ class MiniClient:
                         row.append(body[pos : pos + n].decode())
                         pos += n
                 rows.append(tuple(row))
-            elif t == 84:  # RowDescription: a new result starts
+            elif t == ROW_DESCRIPTION:  # a new result starts
                 rows = []
-            elif t == 69:
+            elif t == ERROR_RESPONSE:
                 error = body
-            elif t == 90:
+            elif t == READY_FOR_QUERY:
                 if error is not None:
                     self._raise(error)
                 return rows
