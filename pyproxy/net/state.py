@@ -88,13 +88,8 @@ class ProxyState:
         timeout = self.config.proxy.client_login_timeout
         waiting = phase is ClientPhase.LOGIN and client.pool is not None
         reason = " (server down)" if waiting and client.pool.welcome is None else ""
-        client.fatal(
-            PgError(
-                CONNECTION_FAILURE,
-                f"client_login_timeout{reason}: login did not complete in {timeout:g} s",
-                fatal=True,
-            )
-        )
+        message = f"client_login_timeout{reason}: login did not complete in {timeout:g} s"
+        client.fatal(PgError(CONNECTION_FAILURE, message, fatal=True))
 
 
 def _throttle(config: Config) -> LoginThrottle:

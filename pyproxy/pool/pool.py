@@ -223,16 +223,8 @@ class Pool:
             )
             return
         if not self.paused and not self.waiters:
-            idle = self.idle
-            while idle:
-                server = next(reversed(idle))
-                if server.closed:
-                    self._move(server, Place.NONE)
-                    continue
-                if self._needs_check(server):
-                    self._start_check(server)
-                    break
-                self._move(server, Place.LINKED)
+            server = self._link_idle()
+            if server is not None:
                 client.on_server(server)
                 return
             kept = self._kept()
@@ -244,6 +236,23 @@ class Pool:
             client.on_wait_error(self.last_error)
             return
         self.enqueue(client)
+
+    def _link_idle(self) -> Any | None:
+        """The most recently used idle server, moved to ``linked`` for a client; closed ones
+        met first are dropped. None when there is none, or when the one found needs a health
+        check first (the check starts; its end serves the head of the queue)."""
+        idle = self.idle
+        while idle:
+            server = next(reversed(idle))
+            if server.closed:
+                self._move(server, Place.NONE)
+                continue
+            if self._needs_check(server):
+                self._start_check(server)
+                return None
+            self._move(server, Place.LINKED)
+            return server
+        return None
 
     def enqueue(self, client: Any) -> None:
         """Queue ``client``; its ``wait_since`` says when the request that waits arrived."""
@@ -429,17 +438,10 @@ class Pool:
         if self.paused:
             return
         now = time.monotonic()
-        idle = self.idle
-        while idle and len(self.waiters) > self.checks:
-            server = next(reversed(idle))
-            if server.closed:
-                self._move(server, Place.NONE)
-                continue
-            if self._needs_check(server):
-                self._start_check(server)
-                continue
-            self._move(server, Place.LINKED)
-            self._hand_to_waiter(server, now)
+        while self.idle and len(self.waiters) > self.checks:
+            server = self._link_idle()
+            if server is not None:
+                self._hand_to_waiter(server, now)
         while len(self.waiters) > self.checks:
             kept = self._kept()
             if kept is None:

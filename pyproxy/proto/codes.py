@@ -23,25 +23,11 @@ QUERY = ord("Q")
 SYNC = ord("S")
 TERMINATE = ord("X")
 
-# What a logged-in frontend may send; PasswordMessage only during login.
-FRONTEND_TYPES = frozenset(
-    (
-        BIND,
-        CLOSE,
-        COPY_DATA,
-        COPY_DONE,
-        COPY_FAIL,
-        DESCRIBE,
-        EXECUTE,
-        FLUSH,
-        FUNCTION_CALL,
-        PARSE,
-        QUERY,
-        SYNC,
-        TERMINATE,
-    )
-)
+# What a logged-in frontend may send (PasswordMessage only during login): the simple and the
+# extended query protocol, the function call, COPY IN and the end.
 COPY_IN_TYPES = frozenset((COPY_DATA, COPY_DONE, COPY_FAIL))  # what a client sends in COPY IN
+FRONTEND_TYPES = COPY_IN_TYPES | {QUERY, PARSE, BIND, DESCRIBE, EXECUTE, CLOSE, SYNC, FLUSH}
+FRONTEND_TYPES |= {FUNCTION_CALL, TERMINATE}
 
 # ---- backend (server -> client) message types ---------------------------------------------------
 AUTHENTICATION = ord("R")

@@ -18,9 +18,7 @@ from pyproxy.proto import messages as m
 from pyproxy.proto.codes import (
     BIND,
     CLOSE,
-    COPY_DATA,
-    COPY_DONE,
-    COPY_FAIL,
+    COPY_IN_TYPES,
     DESCRIBE,
     EXECUTE,
     FLUSH,
@@ -32,18 +30,11 @@ from pyproxy.proto.codes import (
 )
 from pyproxy.session.sqlscan import split_statements
 
-_IGNORED = frozenset((COPY_DATA, COPY_DONE, COPY_FAIL, FLUSH))  # answered by nothing
+_IGNORED = COPY_IN_TYPES | {FLUSH}  # answered by nothing
 
 _ABORTED = "current transaction is aborted, commands ignored until end of transaction block"
 _ENDS = {"commit", "end", "rollback", "abort"}
 _ROLLBACK_DONE = m.command_complete("ROLLBACK")
-_READY_ABORTED = b"Z\x00\x00\x00\x05E"
-_PARSE_COMPLETE = b"1\x00\x00\x00\x04"
-_BIND_COMPLETE = b"2\x00\x00\x00\x04"
-_CLOSE_COMPLETE = b"3\x00\x00\x00\x04"
-_NO_DATA = b"n\x00\x00\x00\x04"
-_NO_PARAMETERS = b"t\x00\x00\x00\x06\x00\x00"
-_EMPTY_QUERY = b"I\x00\x00\x00\x04"
 _len = struct.Struct("!I").unpack_from
 
 
@@ -120,20 +111,20 @@ class AbortedBlock:
         if kind == QUERY:
             sql = body.rstrip(b"\x00").decode("utf-8", "replace")
             if not split_statements(sql):
-                out.append(_EMPTY_QUERY + _READY_ABORTED)
+                out.append(m.EMPTY_QUERY_RESPONSE + m.READY_FAILED_TX)
             elif ends_block(sql):
                 self.ended = True
                 out.append(_ROLLBACK_DONE + m.READY_IDLE)
                 return True
             else:
-                out.append(_aborted() + _READY_ABORTED)
+                out.append(_aborted() + m.READY_FAILED_TX)
             return False
         if kind == FUNCTION_CALL:
-            out.append(_aborted() + _READY_ABORTED)
+            out.append(_aborted() + m.READY_FAILED_TX)
             return False
         if kind == SYNC:
             self.skipping = False
-            out.append(m.READY_IDLE if self.ended else _READY_ABORTED)
+            out.append(m.READY_IDLE if self.ended else m.READY_FAILED_TX)
             return self.ended
         if self.skipping or kind in _IGNORED:  # skipped; copy data; Flush
             return False
@@ -151,20 +142,20 @@ class AbortedBlock:
             if not ends_block(query):
                 return False
             self._statements.add(name)
-            out.append(_PARSE_COMPLETE)
+            out.append(m.PARSE_COMPLETE)
         elif kind == BIND:
             portal, _, rest = body.partition(b"\x00")
             name = rest.split(b"\x00", 1)[0]
             if name not in self._statements:
                 return False
             self._portals.add(portal)
-            out.append(_BIND_COMPLETE)
+            out.append(m.BIND_COMPLETE)
         elif kind == DESCRIBE:
             which, name = body[:1], body[1:].rstrip(b"\x00")
             if which == b"S" and name in self._statements:
-                out.append(_NO_PARAMETERS + _NO_DATA)
+                out.append(m.NO_PARAMETERS + m.NO_DATA)
             elif which == b"P" and name in self._portals:
-                out.append(_NO_DATA)
+                out.append(m.NO_DATA)
             else:
                 return False
         elif kind == EXECUTE:
@@ -174,7 +165,7 @@ class AbortedBlock:
             self.ended = True
             out.append(_ROLLBACK_DONE)
         elif kind == CLOSE:
-            out.append(_CLOSE_COMPLETE)
+            out.append(m.CLOSE_COMPLETE)
         else:
             return False
         return True

@@ -45,7 +45,7 @@ from pyproxy.proto.framing import length_at
 from pyproxy.session.aborted_block import opens_block
 from pyproxy.session.peers import ClientSide, ServerSide
 from pyproxy.session.prepared import AS_PARSE
-from pyproxy.session.rewrite import rewrite_message
+from pyproxy.session.rewrite import MALFORMED, rewrite_message
 from pyproxy.session.shapes import LEARN_EVERY, learn_bind, learn_reply, learn_request
 
 # What stopped ``forward_request``.
@@ -108,7 +108,10 @@ def forward_request(
         else:
             if off > run:
                 out.append(data[run:off])
-            rewrite_message(client, server, kind, data, off, end, out)
+            try:
+                rewrite_message(client, server, kind, data, off, end, out)
+            except MALFORMED:
+                out.append(data[off:end])  # PostgreSQL answers it with its own error
             if off == 0 and kind == BIND and len(sts.queue) == queued:
                 renamed = end  # the first message, renamed with nothing prepared for it
             else:

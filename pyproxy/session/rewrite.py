@@ -31,6 +31,9 @@ STATEMENT_HINT = (
     "this transaction is aborted: every statement fails until ROLLBACK (or COMMIT), as after "
     "an error; pg_dump and pg_restore need a session or transaction pool"
 )
+# What rewrite_message raises for a malformed message; the caller passes such a message on as
+# it came, and PostgreSQL answers it with its own error.
+MALFORMED = (ValueError, IndexError, struct.error)
 
 
 def rewrite_message(
@@ -44,22 +47,7 @@ def rewrite_message(
 ) -> None:
     """One message that may need a rewrite or a check, counted and appended to ``out``: a
     Query or Parse whose text may touch session state, a message naming a prepared statement.
-    A malformed one is passed on: PostgreSQL answers it with its own error."""
-    try:
-        _rewrite(client, server, t, data, off, end, out)
-    except (ValueError, IndexError, struct.error):
-        out.append(data[off:end])
-
-
-def _rewrite(
-    client: ClientSide,
-    server: ServerSide,
-    t: int,
-    data: bytes,
-    off: int,
-    end: int,
-    out: list[bytes],
-) -> None:
+    A malformed one raises ValueError, IndexError or struct.error (see MALFORMED)."""
     sts = server.stmts
     if t == QUERY:
         client.copy_syncs = 0
