@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from pyproxy.admin import poolstats
 from pyproxy.admin.api import IDENT_MAX_BYTES
 from pyproxy.config import MODES, POOL_NAME_MAX_LEN, POOL_NAME_MIN_LEN
 
@@ -377,6 +378,37 @@ PATHS.update(
         f"{_CLUSTER}/resume": _resume_path("every pool of a cluster", [CLUSTER_PARAM], "cluster"),
         f"{_POOL}/pause": _pause_path("a pool", [CLUSTER_PARAM, POOL_PARAM], "connectionPool"),
         f"{_POOL}/resume": _resume_path("a pool", [CLUSTER_PARAM, POOL_PARAM], "connectionPool"),
+    }
+)
+
+# For the dashboard: the clusters to choose from and the live figures of their pools.
+SCHEMAS.update(poolstats.SCHEMAS)
+PATHS.update(
+    {
+        "/v2/databases": {
+            "get": {
+                "operationId": "databases_list_clusters",
+                "summary": "List the clusters (from the configuration file)",
+                "responses": {
+                    "200": _json(
+                        _object("databases", {"type": "array", "items": _ref("Cluster")}),
+                        "Every configured cluster.",
+                    ),
+                    "401": ERRORS_READ["401"],
+                    "429": ERRORS_READ["429"],
+                },
+            }
+        },
+        f"{_CLUSTER}/stats": {
+            "parameters": [CLUSTER_PARAM],
+            "get": {
+                **poolstats.GET_STATS,
+                "responses": {
+                    "200": _json(_object("stats", _ref("ClusterStats")), "The figures."),
+                    **ERRORS_READ,
+                },
+            },
+        },
     }
 )
 
