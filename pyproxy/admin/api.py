@@ -15,6 +15,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from pyproxy.admin import pausing, poolstats
+from pyproxy.admin.dashboard import Dashboard
 from pyproxy.admin.http import Request, Response, error_response, json_response
 from pyproxy.admin.metrics import render as render_metrics
 from pyproxy.admin.store import StateStore, StateStoreError
@@ -83,6 +84,7 @@ class AdminApi:
         self.pool_defaults = pool_defaults or PoolSettings()
         self.db_check_timeout = db_check_timeout
         self._write_lock = asyncio.Lock()
+        self.dashboard = Dashboard()
         self.collect_stats = poolstats.collect  # may become an aggregate over processes
 
     # -- routing ---------------------------------------------------------------------------
@@ -97,6 +99,8 @@ class AdminApi:
             return await self._dispatch(req, {"GET": self.healthz}, [])
         if segments == ["openapi.json"]:
             return await self._dispatch(req, {"GET": self.openapi_doc}, [])
+        if segments == [""] or segments[0] == "static":  # the dashboard page, no token needed
+            return await self._dispatch(req, {"GET": self.page, "HEAD": self.page}, segments)
         if segments[0] not in ("v2", "metrics") or (segments[0] == "metrics" and len(segments) > 1):
             return error_response(404, NOT_FOUND, req.request_id)
         refused = await self._authenticate(req)
@@ -206,6 +210,9 @@ class AdminApi:
         if cluster is None:
             return None
         return [p.name for p in self.manager.pool_configs(cluster.id)]
+
+    async def page(self, req: Request, args: list[str]) -> Response:
+        return self.dashboard.serve(args, req.request_id)
 
     async def cluster_stats(self, req: Request, args: list[str]) -> Response:
         cluster = self.manager.cluster(args[0])
