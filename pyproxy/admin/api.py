@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote, urlsplit
 
-from pyproxy.admin import pausing
+from pyproxy.admin import pausing, poolstats
+from pyproxy.admin.dashboard import Dashboard
 from pyproxy.admin.http import Request, Response, error_response, json_response
 from pyproxy.admin.metrics import render as render_metrics
 from pyproxy.admin.store import StateStore, StateStoreError
@@ -83,6 +84,8 @@ class AdminApi:
         self.pool_defaults = pool_defaults or PoolSettings()
         self.db_check_timeout = db_check_timeout
         self._write_lock = asyncio.Lock()
+        self.dashboard = Dashboard()
+        self.collect_stats = poolstats.collect  # may become an aggregate over processes
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -96,6 +99,8 @@ class AdminApi:
             return await self._dispatch(req, {"GET": self.healthz}, [])
         if segments == ["openapi.json"]:
             return await self._dispatch(req, {"GET": self.openapi_doc}, [])
+        if segments == [""] or segments[0] == "static":  # the dashboard page, no token needed
+            return await self._dispatch(req, {"GET": self.page, "HEAD": self.page}, segments)
         if segments[0] not in ("v2", "metrics") or (segments[0] == "metrics" and len(segments) > 1):
             return error_response(404, NOT_FOUND, req.request_id)
         refused = await self._authenticate(req)
@@ -112,8 +117,12 @@ class AdminApi:
         args = [unquote(s, errors="replace") for s in segments]
         shape = [s if i in (0, 1, 3, 5) else "*" for i, s in enumerate(args)]
         routes: dict[str, Route] | None = None
-        if shape == ["v2", "databases", "*"]:
+        if shape == ["v2", "databases"]:
+            routes = {"GET": self.list_clusters}
+        elif shape == ["v2", "databases", "*"]:
             routes = {"GET": self.get_cluster}
+        elif shape == ["v2", "databases", "*", "stats"]:
+            routes = {"GET": self.cluster_stats}
         elif shape == ["v2", "databases", "*", "pools"]:
             routes = {"GET": self.list_pools, "POST": self.create_pool}
         elif shape == ["v2", "databases", "*", "pools", "*"]:
@@ -202,10 +211,27 @@ class AdminApi:
             return None
         return [p.name for p in self.manager.pool_configs(cluster.id)]
 
+    async def page(self, req: Request, args: list[str]) -> Response:
+        return self.dashboard.serve(args, req.request_id)
+
+    async def cluster_stats(self, req: Request, args: list[str]) -> Response:
+        cluster = self.manager.cluster(args[0])
+        if cluster is None:
+            return error_response(404, NOT_FOUND, req.request_id)
+        source = cast(poolstats.StatsSource, self.manager)
+        return json_response(200, {"stats": self.collect_stats(source, cluster)})
+
+    async def list_clusters(self, req: Request, args: list[str]) -> Response:
+        clusters = [self._cluster(c) for c in self.manager.clusters()]
+        return json_response(200, {"databases": clusters})
+
     async def get_cluster(self, req: Request, args: list[str]) -> Response:
         cluster = self.manager.cluster(args[0])
         if cluster is None:
             return error_response(404, NOT_FOUND, req.request_id)
+        return json_response(200, {"database": self._cluster(cluster)})
+
+    def _cluster(self, cluster: ClusterConfig) -> dict[str, Any]:
         pools = self.manager.pool_configs(cluster.id)
         used = sum(p.size for p in pools)
         host, port = self.manager.client_listen()
@@ -225,7 +251,7 @@ class AdminApi:
             "pools": [p.name for p in pools],
             "connection": {"host": host, "port": port, "ssl": False},
         }
-        return json_response(200, {"database": database})
+        return database
 
     async def list_pools(self, req: Request, args: list[str]) -> Response:
         cluster = self.manager.cluster(args[0])

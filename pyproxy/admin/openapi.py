@@ -7,7 +7,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from pyproxy.admin import poolstats
 from pyproxy.admin.api import IDENT_MAX_BYTES
+from pyproxy.admin.dashboard import FILES as DASHBOARD_FILES
 from pyproxy.config import MODES, POOL_NAME_MAX_LEN, POOL_NAME_MIN_LEN
 
 API_VERSION = "1.0.0"
@@ -377,6 +379,70 @@ PATHS.update(
         f"{_CLUSTER}/resume": _resume_path("every pool of a cluster", [CLUSTER_PARAM], "cluster"),
         f"{_POOL}/pause": _pause_path("a pool", [CLUSTER_PARAM, POOL_PARAM], "connectionPool"),
         f"{_POOL}/resume": _resume_path("a pool", [CLUSTER_PARAM, POOL_PARAM], "connectionPool"),
+    }
+)
+
+# The dashboard: its page (no token: it asks for one), the clusters to choose from, live figures.
+SCHEMAS.update(poolstats.SCHEMAS)
+_PAGE = {
+    "description": "A file of the page.",
+    "content": {"*/*": {"schema": {"type": "string"}}},
+}
+PATHS.update(
+    {
+        "/": {
+            "get": {
+                "operationId": "dashboard",
+                "summary": "The dashboard page: pools, live figures, create/change/delete",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The page; it loads only files from /static/.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/static/{file}": {
+            "parameters": [
+                {
+                    "name": "file",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": list(DASHBOARD_FILES)},
+                }
+            ],
+            "get": {
+                "operationId": "dashboard_file",
+                "summary": "A script, style sheet or icon of the dashboard page",
+                "security": [],
+                "responses": {"200": _PAGE, "404": _error("No such file.")},
+            },
+        },
+        "/v2/databases": {
+            "get": {
+                "operationId": "databases_list_clusters",
+                "summary": "List the clusters (from the configuration file)",
+                "responses": {
+                    "200": _json(
+                        _object("databases", {"type": "array", "items": _ref("Cluster")}),
+                        "Every configured cluster.",
+                    ),
+                    "401": ERRORS_READ["401"],
+                    "429": ERRORS_READ["429"],
+                },
+            }
+        },
+        f"{_CLUSTER}/stats": {
+            "parameters": [CLUSTER_PARAM],
+            "get": {
+                **poolstats.GET_STATS,
+                "responses": {
+                    "200": _json(_object("stats", _ref("ClusterStats")), "The figures."),
+                    **ERRORS_READ,
+                },
+            },
+        },
     }
 )
 

@@ -32,3 +32,11 @@ def counters(pool: Pool) -> dict[str, Any]:
         "session_state_pins": pool.pinned.total,
         **pool.stats,
     }
+
+
+def longest_wait(pool: Pool, now: float) -> float:
+    """Seconds the longest-queued client has waited so far (PgBouncer's maxwait); 0 when none
+    waits. ``now`` is ``time.monotonic()``, the clock ``wait_since`` is read from."""
+    if not pool.waiters:
+        return 0.0
+    return max(0.0, now - pool.waiters[0].wait_since)

@@ -213,7 +213,7 @@ async def test_missing_or_wrong_token_is_401(admin: Admin, authorization: str | 
         ("GET", f"{POOLS}/nosuchpool"),
         ("PUT", f"{POOLS}/nosuchpool"),
         ("DELETE", f"{POOLS}/nosuchpool"),
-        ("GET", "/v2/databases"),
+        ("GET", "/v2/databases/no-such-cluster/stats"),
         ("GET", f"{POOLS}/a/b"),
         ("GET", "/nothing-here"),
     ],
@@ -608,10 +608,12 @@ async def test_every_documented_operation_answers_a_documented_status(admin: Adm
     ]
     ops.sort(key=lambda op: op[1] == "delete")  # the pool is deleted last
     for template, method, item in ops:
-        path = template.format(database_cluster_uuid=CLUSTER_ID, pool_name="docpool")
+        path = template.format(
+            database_cluster_uuid=CLUSTER_ID, pool_name="docpool", file="dashboard.js"
+        )
         no_body = template.endswith(("/pause", "/resume"))
         payload = None if no_body else bodies.get(method)
         resp = await admin.http.request(method.upper(), path, json=payload)
         assert str(resp.status_code) in item[method]["responses"], (method, path, resp.text)
         assert 200 <= resp.status_code < 300, (method, path, resp.text)
-    assert len(ops) == 13
+    assert len(ops) == 17
