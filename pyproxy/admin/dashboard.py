@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from pyproxy.admin.http import Response, error_response
+from pyproxy.admin.http_messages import Response, error_response
 
 # Every file the page is made of, and its media type; nothing else is served.
 FILES = {

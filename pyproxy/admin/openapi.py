@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyproxy.admin import poolstats
-from pyproxy.admin.api import IDENT_MAX_BYTES
+from pyproxy.admin.bodies import IDENT_MAX_BYTES
 from pyproxy.admin.dashboard import FILES as DASHBOARD_FILES
 from pyproxy.config import MODES, POOL_NAME_MAX_LEN, POOL_NAME_MIN_LEN
 

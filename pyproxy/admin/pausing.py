@@ -6,7 +6,7 @@ import json
 import math
 from typing import Protocol
 
-from pyproxy.admin.http import Request, Response, error_response, json_response
+from pyproxy.admin.http_messages import Request, Response, error_response, json_response
 
 DEFAULT_PAUSE_TIMEOUT = 30.0  # seconds a pause may wait for running transactions
 

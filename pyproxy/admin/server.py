@@ -6,7 +6,8 @@ import ipaddress
 import logging
 
 from pyproxy.admin.api import AdminApi, PoolManagerApi
-from pyproxy.admin.http import HttpLimits, HttpServer
+from pyproxy.admin.http import HttpServer
+from pyproxy.admin.http_messages import HttpLimits
 from pyproxy.admin.openapi import document_bytes
 from pyproxy.admin.store import StateStore
 from pyproxy.auth.throttle import LoginThrottle

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pyproxy.admin.http import HttpLimits, HttpServer, Request, Response, json_response
+from pyproxy.admin.http import HttpServer
+from pyproxy.admin.http_messages import HttpLimits, Request, Response, json_response
 
 # No queue here: a connection over the cap is answered 503 at once (test_admin_limits.py has the
 # queue, the per-address cap and the deadline for unauthenticated connections).

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from pyproxy.admin.http import HttpLimits
+from pyproxy.admin.http_messages import HttpLimits
 from pyproxy.app import App
 from pyproxy.auth.throttle import LoginThrottle
 from tests.support.admin_http import (

@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pyproxy.admin.http import HttpLimits
+from pyproxy.admin.http_messages import HttpLimits
 from pyproxy.admin.server import AdminServer
 from pyproxy.admin.store import StateStore
 from pyproxy.auth.throttle import LoginThrottle

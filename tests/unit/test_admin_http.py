@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pyproxy.admin.api import connection_info, name_problem
-from pyproxy.admin.http import HttpError, Request, body_length, parse_head
+from pyproxy.admin.bodies import connection_info, name_problem
+from pyproxy.admin.http_messages import HttpError, Request, body_length, parse_head
 from pyproxy.admin.openapi import document
 
 

@@ -325,3 +325,16 @@ def test_sqlstates_are_named_only_in_errors() -> None:
             ):
                 bad.append(f"{path}:{node.lineno} {node.value!r}")
     assert bad == []
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_every_module_stays_small() -> None:
+    """One responsibility per module: a file past MAX_MODULE_LINES is split by what it does."""
+    too_long = {
+        str(path.relative_to(PACKAGE_ROOT.parent)): n
+        for path in PACKAGE_ROOT.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert too_long == {}

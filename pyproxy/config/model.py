@@ -1,0 +1,113 @@
+"""The configuration's shape: frozen dataclasses for [proxy], [admin] and [[clusters]]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("session", "transaction", "statement")
+AUTH_TYPES = ("trust", "md5", "scram-sha-256")
+SESSION_STATE_POLICIES = ("pin", "warn", "error", "allow")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Settings a pool inherits from [proxy] and may override in its [[clusters.pools]] entry.
+
+    Durations are in seconds (floats allowed); 0 disables a timeout.
+    """
+
+    query_wait_timeout: float = 120.0
+    query_wait_notify: float = 5.0
+    server_reset_query: str = "DISCARD ALL"
+    server_idle_timeout: float = 600.0
+    server_lifetime: float = 3600.0
+    server_connect_timeout: float = 15.0
+    server_login_retry: float = 1.0
+    server_check_delay: float = 30.0
+    idle_transaction_timeout: float = 0.0
+    query_timeout: float = 0.0
+    transaction_timeout: float = 0.0
+    client_idle_timeout: float = 0.0
+    min_pool_size: int = 0
+    reserve_pool_size: int = 0
+    reserve_pool_timeout: float = 5.0
+    max_client_conn: int = 0  # per pool; 0 = only the proxy-wide limit applies
+    # "" = by pool mode: "pin" for transaction pools, "warn" for statement pools
+    session_state: str = ""
+    max_prepared_statements: int = 200
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 6432
+    max_client_conn: int = 10000
+    auth_type: str = "scram-sha-256"
+    client_login_timeout: float = 60.0
+    auth_failure_limit: int = 10  # failed logins per window before throttling; 0 = off
+    auth_failure_window: float = 60.0
+    shutdown_timeout: float = 30.0
+    max_packet_size: int = 64 * 1024 * 1024
+    track_extra_parameters: tuple[str, ...] = ("IntervalStyle",)
+    ignore_startup_parameters: tuple[str, ...] = ("extra_float_digits",)
+    replay_exclude: tuple[str, ...] = ()  # session settings never replayed on another server
+    defaults: PoolSettings = field(default_factory=PoolSettings)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    enabled: bool = True
+    token: str | None = None  # resolved from token / token_env
+    allow_no_token: bool = False  # only honoured when listening on loopback
+    state_path: str = "pyproxy-state.db"
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    name: str
+    password: str
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    db: str
+    size: int
+    mode: str = "transaction"
+    user: str = ""  # "" = each client's own user
+    settings: PoolSettings = field(default_factory=PoolSettings)
+    source: str = "config"  # "config" (file) or "api" (state store)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    id: str
+    host: str = "127.0.0.1"
+    port: int = 5432
+    ram_gib: float | None = None
+    max_connections: int | None = None
+    users: tuple[UserConfig, ...] = ()
+    pools: tuple[PoolConfig, ...] = ()
+
+    @property
+    def budget(self) -> int:
+        """Backend connections all pools of this cluster may share."""
+        if self.max_connections is not None:
+            return self.max_connections
+        return int(25 * (self.ram_gib or 1) - 3)
+
+    def user(self, name: str) -> UserConfig | None:
+        for u in self.users:
+            if u.name == name:
+                return u
+        return None
+
+
+@dataclass(frozen=True)
+class Config:
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    clusters: tuple[ClusterConfig, ...] = ()
+    path: str | None = None
