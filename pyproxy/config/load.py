@@ -49,6 +49,7 @@ from pyproxy.errors import ConfigError
 
 DEFAULT_TOKEN_ENV = "PYPROXY_ADMIN_TOKEN"
 MIN_PACKET_SIZE = 1024
+MAX_WORKERS = 64  # the cancel key carries the worker index in 6 bits
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -67,6 +68,7 @@ _PROXY_ONLY_KEYS = frozenset(
         "track_extra_parameters",
         "ignore_startup_parameters",
         "replay_exclude",
+        "workers",
     }
 )
 _PROXY_KEYS = _PROXY_ONLY_KEYS | _SETTINGS_FIELDS.keys()
@@ -164,6 +166,7 @@ def _parse_proxy(t: Mapping[str, Any], errs: list[str]) -> ProxyConfig:
             t, "ignore_startup_parameters", "proxy", d.ignore_startup_parameters, errs
         ),
         replay_exclude=_names(t, "replay_exclude", "proxy", d.replay_exclude, errs),
+        workers=_workers(t, d.workers, errs),
         # [proxy].max_client_conn is the proxy-wide limit, not a per-pool default.
         defaults=_parse_settings(t, PoolSettings(), "proxy", errs, skip={"max_client_conn"}),
     )
@@ -389,3 +392,17 @@ def _listen(
     except ConfigError as exc:
         errs.append(str(exc))
         return default
+
+
+def _workers(t: Mapping[str, Any], default: int, errs: list[str]) -> int:
+    """``[proxy] workers``: a count from 1 to MAX_WORKERS, or "auto" for the number of CPUs."""
+    value = t.get("workers", default)
+    if value == "auto":
+        return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        errs.append(
+            f"proxy.workers: expected a whole number from 1 to {MAX_WORKERS} or \"auto\", "
+            f"got {value!r}"
+        )
+        return default
+    return value

@@ -20,6 +20,7 @@ log = logging.getLogger("pyproxy.cancel")
 CANCEL_TIMEOUT = 10.0  # seconds for PostgreSQL to take a forwarded cancel and close its connection
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
+WORKER_BITS = 0x3F  # with worker processes, the low 6 bits of a key's process id name its owner
 
 
 class Cancels:
@@ -28,12 +29,19 @@ class Cancels:
     def __init__(self, spawn: Spawn) -> None:
         self.spawn = spawn
         self.keys: dict[tuple[int, int], ClientConn] = {}
+        # With worker processes: this worker's index, carried by every key it hands out, and
+        # where a cancel for another worker's key goes (None: one process, keys are all ours).
+        self.worker = 0
+        self.forward: Callable[[int, int, int], None] | None = None
 
     def new_key(self, client: ClientConn) -> tuple[int, int]:
         """A random (process id, secret) pair, unique among live clients (one urandom call)."""
         while True:
             bits = int.from_bytes(secrets.token_bytes(8))
-            key = ((bits >> 32) & 0x7FFFFFFF, bits & 0xFFFFFFFF)
+            pid = (bits >> 32) & 0x7FFFFFFF
+            if self.forward is not None:
+                pid = (pid & ~WORKER_BITS) | self.worker
+            key = (pid, bits & 0xFFFFFFFF)
             if key not in self.keys:
                 self.keys[key] = client
                 return key
@@ -49,6 +57,9 @@ class Cancels:
         closes it, so until then the cancel may still land, and the pool keeps the server away
         from every other client (``Pool.release``).
         """
+        if self.forward is not None and pid & WORKER_BITS != self.worker:
+            self.forward(pid & WORKER_BITS, pid, secret)  # another worker's client
+            return
         client = self.keys.get((pid, secret))
         if client is None:
             log.info("cancel request with an unknown key ignored")

@@ -28,6 +28,7 @@ class ProxyState:
         self.config = config
         self.registry = registry
         self.clients: set[ClientConn] = set()
+        self.accepted = 0  # client connections accepted since start
         self.tracked = P.tracked_set(config.proxy.track_extra_parameters)
         self.excluded = frozenset(n.lower() for n in config.proxy.replay_exclude)
         self.statements = StatementRegistry()

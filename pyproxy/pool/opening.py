@@ -124,9 +124,21 @@ class Opener:
             raise pool.last_error
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._welcome_waiters.append(fut)
-        if not self.connecting:
-            self.launch()
+        self.welcome_room()
         await fut
+
+    @property
+    def welcome_waiting(self) -> int:
+        """Logins waiting for a first server of the pool (they count as demand for a share)."""
+        return len(self._welcome_waiters)
+
+    def welcome_room(self) -> None:
+        """Open the first server logins wait for, if none is being opened. Under a share
+        (worker processes) only within the cap: a worker without room waits for more share."""
+        pool = self.pool
+        room = pool.share is None or pool.total < pool.cap
+        if self._welcome_waiters and not self.connecting and room:
+            self.launch()
 
     def cancel_all(self) -> None:
         for task in list(self.tasks):

@@ -145,6 +145,11 @@ class Pool:
         excess = self.total - self.cap
         if excess > 0:
             self.close_idle("share reduced", keep=max(0, len(self.idle) - excess))
+            if self.total > self.cap:
+                self.reclaim_kept()  # kept between transactions: released, so closed
+        elif excess < 0:
+            self.grow()
+            self.opener.welcome_room()
 
     def _restate(self) -> None:
         """Precompute what a release checks for every transaction."""

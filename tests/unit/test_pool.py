@@ -131,3 +131,18 @@ def test_queued_clients_beyond_the_share_wait() -> None:
         assert pool.opener.connecting == 0  # at its share: no server opened
 
     run(test)
+
+
+def test_a_larger_share_opens_servers_for_queued_clients_at_once() -> None:
+    def test() -> None:
+        servers, conns = fakes.world(4)
+        pool = servers[0].pool
+        assert pool is not None
+        pool.set_share(2)
+        for client in conns:
+            client.data_received(SELECT)
+        assert len(pool.waiters) == 2 and pool.opener.connecting == 0
+        pool.set_share(4)
+        assert pool.opener.connecting == 2  # one per queued client, without waiting for a tick
+
+    run(test)
