@@ -401,7 +401,7 @@ def _workers(t: Mapping[str, Any], default: int, errs: list[str]) -> int:
         return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
         errs.append(
-            f"proxy.workers: expected a whole number from 1 to {MAX_WORKERS} or \"auto\", "
+            f'proxy.workers: expected a whole number from 1 to {MAX_WORKERS} or "auto", '
             f"got {value!r}"
         )
         return default
