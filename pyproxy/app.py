@@ -7,7 +7,7 @@ import logging
 import time
 
 from pyproxy.auth.throttle import LoginThrottle
-from pyproxy.config import Config
+from pyproxy.config import Config, PoolConfig
 from pyproxy.errors import ADMIN_SHUTDOWN, PgError
 from pyproxy.net.connect import open_server
 from pyproxy.net.listener import listen
@@ -35,6 +35,7 @@ class App:
         self.client_port = 0
         self.admin_port = 0
         self.stopping = False
+        self.reuse_port = False  # a worker process: others accept on the same address
 
     async def _connect(self, pool: Pool) -> ServerConn:
         return await open_server(
@@ -63,7 +64,9 @@ class App:
                     continue
                 self.registry.add_pool(cluster_id, pool)
         loop = asyncio.get_running_loop()
-        self._server = await listen(self.state, cfg.proxy.listen_host, cfg.proxy.listen_port)
+        self._server = await listen(
+            self.state, cfg.proxy.listen_host, cfg.proxy.listen_port, self.reuse_port
+        )
         sock = self._server.sockets[0]
         self.client_port = sock.getsockname()[1]
         host = cfg.proxy.listen_host
@@ -104,9 +107,11 @@ class App:
             except Exception:
                 log.exception("client maintenance failed")
 
-    def reload(self, config: Config) -> None:
-        """Apply a new config: pools, users, timeouts. Listeners stay as they are."""
-        api_pools = self.store.load(config.proxy.defaults) if self.store is not None else []
+    def reload(self, config: Config, api_pools: list[tuple[str, PoolConfig]] | None = None) -> None:
+        """Apply a new config: pools, users, timeouts. Listeners stay as they are. A worker
+        process is given the API's pools (``api_pools``) by its supervisor."""
+        if api_pools is None:
+            api_pools = self.store.load(config.proxy.defaults) if self.store is not None else []
         proxy = config.proxy
         self.config = config
         self.state.reconfigure(config)

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import resource
 import signal
+import socket
 import sys
 
 from pyproxy import __version__
@@ -117,6 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit()
     loop_name = _install_uvloop()
     log.info("pyproxy %s starting (%s event loop)", __version__, loop_name)
+    if config.proxy.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        log.warning("this platform has no SO_REUSEPORT: running one worker, not %d",
+                    config.proxy.workers)  # fmt: skip
+    elif config.proxy.workers > 1:
+        from pyproxy.workers.supervisor import serve as serve_workers
+
+        try:
+            return asyncio.run(serve_workers(args.config, config, args.log_level))
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
     try:
         return asyncio.run(_serve(args.config, config))
     except OSError as exc:

@@ -38,6 +38,8 @@ class PoolRegistry:
             config.proxy.listen_port,
         )
         self.client_count: Callable[[], int] = lambda: 0
+        # Called with every live pool created (a worker process sets its share there).
+        self.on_new_pool: Callable[[tuple[str, str], Pool], None] | None = None
         for cluster in config.clusters:
             for pool in cluster.pools:
                 self._defs[pool.name] = (cluster.id, pool)
@@ -59,6 +61,10 @@ class PoolRegistry:
     def live_pools(self, name: str | None = None) -> list[Pool]:
         return [p for (n, _), p in self._live.items() if name is None or n == name]
 
+    def live_items(self) -> list[tuple[tuple[str, str], Pool]]:
+        """Live pools by key: (pool name, client user, or "" when the pool names its user)."""
+        return list(self._live.items())
+
     def get_pool(self, name: str, client_user: str) -> Pool | None:
         """The live pool serving ``client_user`` on pool ``name`` (created on first use)."""
         found = self._defs.get(name)
@@ -76,6 +82,8 @@ class PoolRegistry:
             )
             self._live[key] = pool
             pool.set_paused(name in self._paused)
+            if self.on_new_pool is not None:
+                self.on_new_pool(key, pool)
         return pool
 
     def warm_pools(self) -> list[Pool]:
@@ -272,6 +280,13 @@ class PoolRegistry:
                 live.resume()
         log.info("resumed pools: %s", ", ".join(names) or "none")
         return sorted(names)
+
+    def paused_names(self) -> set[str]:
+        return set(self._paused)
+
+    def hold_paused(self, names: set[str]) -> None:
+        """Pools that start paused (a worker started while they are)."""
+        self._paused.update(names)
 
     def is_paused(self, name: str) -> bool:
         return name in self._paused

@@ -128,8 +128,9 @@ ALLOWED: dict[str, set[str]] = {
         "console",
         "log",
     },
+    "workers": {"errors", "proto", "config", "auth", "pool", "net", "admin", "app", "log"},
     "demo": {"errors", "config", "app", "testing", "log"},
-    "cli": {"errors", "config", "app", "admin", "demo", "log", "auth"},
+    "cli": {"errors", "config", "app", "admin", "demo", "log", "auth", "workers"},
     "__main__": {"cli"},
 }
 

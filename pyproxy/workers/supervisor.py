@@ -1,0 +1,373 @@
+"""The supervisor: starts the workers, restarts one that dies, keeps every pool's shares (the
+coordinator), serves the admin API over all workers, and passes SIGHUP and SIGTERM on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from typing import Any
+
+from pyproxy.config import Config, load_config
+from pyproxy.errors import ConfigError
+from pyproxy.net.connect import open_server, send_cancel
+from pyproxy.pool.pool import Pool
+from pyproxy.workers import wire
+from pyproxy.workers.admin import AdminFront
+from pyproxy.workers.shares import PoolShares, Usage
+from pyproxy.workers.view import ClusterView
+
+log = logging.getLogger("pyproxy.supervisor")
+READY_TIMEOUT = 30.0  # seconds for a worker to start accepting
+CALL_TIMEOUT = 10.0  # seconds for every worker to apply a change (pause has its own timeout)
+DEAD_HOLD = 0.2  # seconds after a dead worker's backends were cancelled before their budget frees
+RESTART_DELAY = 0.1
+
+Key = tuple[str, str]
+
+
+class Handle:
+    """The supervisor's side of one worker process."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: asyncio.subprocess.Process | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.ready = asyncio.Event()
+        self.grant_seq = 0  # the last share message sent
+        self.pools: dict[Key, Usage] = {}
+        self.servers: tuple[Any, ...] = ()  # (pid, secret, host, port) of its backends
+        self.calls: dict[int, asyncio.Future[Any]] = {}
+        self.restarts = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.ready.is_set() and self.writer is not None and not self.writer.is_closing()
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.writer is not None:
+            wire.send(self.writer, message)
+
+
+class Supervisor:
+    def __init__(self, path: str, config: Config, workers: int, log_level: str) -> None:
+        self.path = path
+        self.config = config
+        self.n = workers
+        self.log_level = log_level
+        self.handles = [Handle(i) for i in range(workers)]
+        self.shares: dict[Key, PoolShares] = {}
+        self.view = ClusterView(config, self._connect, self._broadcast)
+        self.front: AdminFront | None = None
+        self.stopping = False
+        self.port = 0
+        self._ids = itertools.count(1)
+        self._holder: socket.socket | None = None
+        self._dir = ""
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def _connect(self, pool: Pool) -> Any:
+        return await open_server(pool, max_packet=self.config.proxy.max_packet_size, timeout=10.0)
+
+    # ---- start and stop ------------------------------------------------------------------------
+
+    def _hold_port(self) -> int:
+        """Bind (not listen) the client address with SO_REUSEPORT: the port is ours while
+        workers come and go; only listening sockets get connections."""
+        proxy = self.config.proxy
+        family = socket.AF_INET6 if ":" in proxy.listen_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((proxy.listen_host, proxy.listen_port))
+        self._holder = sock
+        return int(sock.getsockname()[1])
+
+    def worker_config(self) -> Config:
+        proxy = dataclasses.replace(self.config.proxy, listen_port=self.port)
+        admin = dataclasses.replace(self.config.admin, enabled=False)
+        return dataclasses.replace(self.config, proxy=proxy, admin=admin)
+
+    async def start(self) -> None:
+        self.port = self._hold_port()
+        self._dir = tempfile.mkdtemp(prefix="pyproxy-workers-")
+        os.chmod(self._dir, 0o700)
+        sock_path = os.path.join(self._dir, "control")
+        self._control = await asyncio.start_unix_server(self._on_worker, sock_path)
+        self._sock_path = sock_path
+        if self.config.admin.enabled:
+            self.front = AdminFront(self.config, self.view, self)
+            self.front.load_store()
+        for handle in self.handles:
+            self._spawn(handle)
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                for handle in self.handles:
+                    await handle.ready.wait()
+        except TimeoutError:
+            await self.stop()
+            raise OSError(f"workers did not start within {READY_TIMEOUT:g} s") from None
+        if self.front is not None:
+            await self.front.start()
+        log.info("%d workers accepting on %s:%d", self.n, self.config.proxy.listen_host, self.port)
+
+    def _spawn(self, handle: Handle) -> None:
+        handle.ready = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._run_worker(handle))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_worker(self, handle: Handle) -> None:
+        cmd = [sys.executable, "-m", "pyproxy.workers.worker", self._sock_path, str(handle.index)]
+        proc = await asyncio.create_subprocess_exec(*cmd, self.log_level)
+        handle.proc = proc
+        code = await proc.wait()
+        self._lost(handle)
+        if self.stopping:
+            return
+        log.error("worker %d (pid %d) exited with %s; restarting it", handle.index, proc.pid, code)
+        handle.restarts += 1
+        await asyncio.sleep(RESTART_DELAY)
+        if not self.stopping:
+            self._spawn(handle)
+
+    def _lost(self, handle: Handle) -> None:
+        """A worker is gone: its calls fail, its shares go to 0, its backends are cancelled,
+        and their budget frees once PostgreSQL has had time to end them."""
+        handle.ready.clear()
+        if handle.writer is not None:
+            handle.writer.close()
+            handle.writer = None
+        for fut in handle.calls.values():
+            if not fut.done():
+                fut.set_result("worker exited")
+        handle.calls.clear()
+        for shares in self.shares.values():
+            shares.gone(handle.index)
+        handle.pools = {}
+        servers, handle.servers = handle.servers, ()
+        task = asyncio.get_running_loop().create_task(self._free_after(handle.index, servers))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _free_after(self, index: int, servers: tuple[Any, ...]) -> None:
+        async def cancel(pid: int, secret: int, host: str, port: int) -> None:
+            with contextlib.suppress(OSError, TimeoutError):
+                await send_cancel(host, port, pid, secret, wait=2.0)
+
+        if servers:
+            await asyncio.gather(*(cancel(*s) for s in servers))
+        await asyncio.sleep(DEAD_HOLD)
+        for shares in self.shares.values():
+            shares.released(index)
+        self._rebalance(list(self.shares))
+
+    async def stop(self) -> None:
+        """Every worker drains (up to shutdown_timeout) and exits; then the supervisor."""
+        self.stopping = True
+        if self.front is not None:
+            await self.front.stop()
+        for handle in self.handles:
+            handle.send({"op": "stop"})
+        procs = [h.proc for h in self.handles if h.proc is not None]
+        wait = self.config.proxy.shutdown_timeout + 5.0
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), wait)
+            except TimeoutError:
+                log.error("worker pid %d did not stop; killing it", proc.pid)
+                proc.kill()
+                await proc.wait()
+        self._control.close()
+        if self._holder is not None:
+            self._holder.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+        log.info("stopped")
+
+    # ---- the control connection ----------------------------------------------------------------
+
+    async def _on_worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = await wire.read(reader)
+        if hello is None or hello.get("op") != "hello":
+            writer.close()
+            return
+        handle = self.handles[hello["index"]]
+        handle.writer = writer
+        handle.grant_seq = 0
+        for shares in self.shares.values():
+            shares.joined(handle.index)
+        handle.send(
+            {
+                "op": "start",
+                "index": handle.index,
+                "workers": self.n,
+                "config": self.worker_config(),
+                "defs": self.view.definitions(),
+                "paused": self.view.paused_names(),
+                "grants": {key: 0 for key in self.shares},
+                "seq": 0,
+            }
+        )
+        try:
+            while True:
+                message = await wire.read(reader)
+                if message is None:
+                    break
+                self._on_message(handle, message)
+        except Exception:
+            log.exception("worker %d: bad control message; closing", handle.index)
+        finally:
+            if handle.writer is writer:
+                writer.close()
+
+    def _on_message(self, handle: Handle, message: dict[str, Any]) -> None:
+        op = message["op"]
+        if op == "report":
+            self._report(handle, message)
+        elif op in ("done", "stats"):
+            fut = handle.calls.pop(message["id"], None)
+            if fut is not None and not fut.done():
+                fut.set_result(message.get("error") if op == "done" else message["data"])
+        elif op == "cancel":
+            owner = message["owner"]
+            if 0 <= owner < self.n and self.handles[owner].alive:
+                self.handles[owner].send({"op": "cancel", "key": message["key"]})
+        elif op == "ready":
+            handle.ready.set()
+            log.info("worker %d ready (pid %s)", handle.index, handle.proc and handle.proc.pid)
+
+    # ---- shares --------------------------------------------------------------------------------
+
+    def _size(self, key: Key, reported: int) -> int:
+        found = self.view.find_pool(key[0])
+        return reported if found is None else found[1].size
+
+    def _report(self, handle: Handle, message: dict[str, Any]) -> None:
+        if "servers" in message:
+            handle.servers = message["servers"]
+        confirmed = message["seq"] == handle.grant_seq
+        pools: dict[Key, tuple[int, int, int, int]] = message["pools"]
+        touched = set(handle.pools) | set(pools)
+        handle.pools = {}
+        present = {h.index for h in self.handles if h.alive}
+        for key, (size, held, idle, waiting) in pools.items():
+            shares = self.shares.get(key)
+            if shares is None:
+                shares = self.shares[key] = PoolShares(self._size(key, size), self.n, present)
+            usage = Usage(held, idle, waiting)
+            handle.pools[key] = usage
+            shares.report(handle.index, usage, confirmed)
+        for key in touched - set(pools):
+            self.shares[key].report(handle.index, Usage(), confirmed)
+        self._rebalance(touched)
+
+    def _rebalance(self, keys: Any) -> None:
+        out: dict[int, dict[Key, int]] = {}
+        for key in keys:
+            shares = self.shares.get(key)
+            if shares is None:
+                continue
+            for w, share in shares.rebalance().items():
+                out.setdefault(w, {})[key] = share
+        for w, grants in out.items():
+            handle = self.handles[w]
+            if handle.alive:
+                handle.grant_seq += 1
+                handle.send({"op": "grant", "seq": handle.grant_seq, "shares": grants})
+
+    def resize_all(self) -> None:
+        """Pool sizes changed (reload, API): shares follow before the workers hear of it."""
+        for key, shares in self.shares.items():
+            found = self.view.find_pool(key[0])
+            shares.resize(found[1].size if found is not None else 0)
+        self._rebalance(list(self.shares))
+
+    def share_of(self, index: int, name: str) -> int:
+        return sum(s.grant[index] for k, s in self.shares.items() if k[0] == name)
+
+    # ---- calls to every worker -----------------------------------------------------------------
+
+    async def _ask(self, handle: Handle, message: dict[str, Any], timeout: float) -> Any:
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        handle.calls[rid] = fut
+        handle.send({**message, "id": rid})
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            handle.calls.pop(rid, None)
+            return "no answer"
+
+    async def _broadcast(self, method: str, args: tuple[Any, ...]) -> list[Any]:
+        """Apply a change on every live worker and wait for all (a worker starting meanwhile
+        gets the definitions with its start message)."""
+        if method in ("update_pool", "remove_pool", "add_pool"):
+            self.resize_all()
+        timeout = CALL_TIMEOUT
+        if method == "pause_pools" and args[1] is not None:
+            timeout = args[1] + CALL_TIMEOUT
+        live = [h for h in self.handles if h.alive]
+        message = {"op": "call", "method": method, "args": args}
+        return list(await asyncio.gather(*(self._ask(h, message, timeout) for h in live)))
+
+    async def collect_stats(self) -> None:
+        live = [h for h in self.handles if h.alive]
+        answers = await asyncio.gather(*(self._ask(h, {"op": "stats"}, 2.0) for h in live))
+        self.view.worker_stats = {
+            h.index: a for h, a in zip(live, answers, strict=True) if isinstance(a, dict)
+        }
+
+    # ---- reload --------------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        try:
+            new = load_config(self.path)
+        except (ConfigError, Exception) as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        if new.proxy.workers != self.n or new.proxy.listen_port != self.config.proxy.listen_port:
+            log.warning("workers and listen take effect at the next start, not on reload")
+        self.config = new
+        api_pools = self.front.api_pools(new) if self.front is not None else []
+        self.view.replace_config(new, api_pools)
+        self.view.sent.clear()  # the workers get the whole picture below
+        self.resize_all()
+        if self.front is not None:
+            self.front.reload(new)
+        errors = await self._broadcast("reload", (self.worker_config(), self.view.definitions()))
+        log.info("configuration reloaded by %d workers", sum(e is None for e in errors))
+
+
+async def serve(path: str, config: Config, log_level: str) -> int:
+    """Run ``config.proxy.workers`` workers until SIGTERM or SIGINT."""
+    sup = Supervisor(path, config, config.proxy.workers, log_level)
+    await sup.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_stop(signame: str) -> None:
+        log.info("%s received: shutting down %d workers", signame, sup.n)
+        stop.set()
+
+    def on_reload() -> None:
+        task = loop.create_task(sup.reload())
+        sup._tasks.add(task)
+        task.add_done_callback(sup._tasks.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    host = config.proxy.listen_host
+    admin = f", admin API on {config.admin.listen_host}:{sup.front.port}" if sup.front else ""
+    print(f"pyproxy listening on {host}:{sup.port}{admin} ({sup.n} workers)", flush=True)
+    await stop.wait()
+    await sup.stop()
+    return 0
