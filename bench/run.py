@@ -58,6 +58,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=20)
     parser.add_argument("--asyncpg", action="store_true", help="run the asyncpg benchmark instead")
     parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        help="compare pyproxy with these worker counts instead (bench.workers): TPS, proxy CPU",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="REF",
         help="also run pyproxy's source at git commit REF, beside this tree's in the same rounds "
@@ -309,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     raise_fd_limit()
+    if args.workers:
+        from bench.workers import main as workers_main
+
+        extra = ["--out", str(args.out)] if args.out else []
+        extra += ["--duration", str(args.duration)] if args.duration else []
+        return workers_main(["--workers", *map(str, args.workers), *extra])
     if args.asyncpg:
         from bench.asyncpg_bench import main as asyncpg_main
 

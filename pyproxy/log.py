@@ -6,10 +6,14 @@ import logging
 import sys
 
 
-def setup_logging(level: str = "info") -> None:
+def setup_logging(level: str = "info", process: str = "") -> None:
+    """``process`` (e.g. "worker 1") goes before every message of a worker process."""
     handler = logging.StreamHandler(sys.stderr)
+    tag = f"[{process}] " if process else ""
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+        logging.Formatter(
+            f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+        )
     )
     root = logging.getLogger("pyproxy")
     root.handlers[:] = [handler]

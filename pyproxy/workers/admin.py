@@ -96,6 +96,15 @@ class AdminFront:
                 f'pyproxy_worker_clients_accepted_total{{worker="{index}"}} {s["accepted"]}'
             )
         lines += [
+            "# HELP pyproxy_worker_cancels_forwarded_total Cancel requests a worker received "
+            "for another worker's client and passed on.",
+            "# TYPE pyproxy_worker_cancels_forwarded_total counter",
+        ]
+        for index, s in sorted(stats.items()):
+            lines.append(
+                f'pyproxy_worker_cancels_forwarded_total{{worker="{index}"}} {s["forwarded"]}'
+            )
+        lines += [
             "# HELP pyproxy_worker_restarts_total Times the supervisor restarted a worker.",
             "# TYPE pyproxy_worker_restarts_total counter",
         ]

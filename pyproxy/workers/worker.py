@@ -61,6 +61,7 @@ class Worker:
         self._last_at = 0.0
         self._servers: tuple[Any, ...] = ()
         self._stopped = asyncio.Event()
+        self.forwarded = 0  # cancel requests for another worker's client, passed on
 
     # ---- shares --------------------------------------------------------------------------------
 
@@ -145,12 +146,14 @@ class Worker:
             "servers": {c.id: registry.servers_in_use(c.id) for c in registry.clusters()},
             "clients": len(self.app.state.clients),
             "accepted": self.app.state.accepted,
+            "forwarded": self.forwarded,
             "pid": os.getpid(),
         }
 
     # ---- requests from the supervisor ----------------------------------------------------------
 
     def _forward_cancel(self, owner: int, pid: int, secret: int) -> None:
+        self.forwarded += 1
         wire.send(self.writer, {"op": "cancel", "owner": owner, "key": (pid, secret)})
 
     async def _call(self, message: dict[str, Any]) -> None:
@@ -226,7 +229,7 @@ def main(argv: list[str]) -> int:
     path, index, level = argv[0], int(argv[1]), argv[2] if len(argv) > 2 else "info"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the supervisor
-    setup_logging(level)
+    setup_logging(level, f"worker {index}")
     try:
         import uvloop  # type: ignore[import-not-found]
 
