@@ -91,12 +91,14 @@ class PoolShares:
         }
         self.ceiling = dict(self.grant)
         self.usage = {w: Usage() for w in range(workers)}
+        self.dead: dict[int, int] = {}  # servers dead workers may still have, by death
 
     def committed(self, w: int) -> int:
         return max(self.ceiling[w], self.usage[w].held)
 
     def free(self) -> int:
-        return self.size - sum(self.committed(w) for w in self.grant)
+        held = sum(self.committed(w) for w in self.grant) + sum(self.dead.values())
+        return self.size - held
 
     def report(self, w: int, usage: Usage, confirmed: bool) -> None:
         """``confirmed``: the worker had applied every share we sent it when it reported."""
@@ -104,25 +106,23 @@ class PoolShares:
         if confirmed:
             self.ceiling[w] = self.grant[w]
 
-    def gone(self, w: int, hold: bool = True) -> None:
-        """Worker ``w`` died. Its share is 0 at once (nobody to confirm it); with ``hold``
-        what it may have held stays counted until ``released`` (its backends may still run)."""
+    def gone(self, w: int, death: int) -> None:
+        """Worker ``w`` died (``death`` names this death). Its share is 0 at once (nobody to
+        confirm it); what it may have held stays counted until ``released(death)``: its
+        backends may still be running a query."""
         self.absent.add(w)
-        kept = self.committed(w) if hold else 0
-        self.grant[w] = 0
-        self.ceiling[w] = 0
-        self.usage[w] = Usage(held=kept)
+        self.dead[death] = self.committed(w)
+        self.grant[w] = self.ceiling[w] = 0
+        self.usage[w] = Usage()
 
-    def released(self, w: int) -> None:
+    def released(self, death: int) -> None:
         """The dead worker's servers are gone: what it held is free again."""
-        if w in self.absent:
-            self.usage[w] = Usage()
+        self.dead.pop(death, None)
 
     def joined(self, w: int) -> None:
         """A (re)started worker: it starts with the share it is sent, 0 until it needs one."""
         self.absent.discard(w)
-        self.grant[w] = 0
-        self.ceiling[w] = 0
+        self.grant[w] = self.ceiling[w] = 0
         self.usage[w] = Usage()
 
     def resize(self, size: int) -> None:

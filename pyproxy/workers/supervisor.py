@@ -49,8 +49,14 @@ class Handle:
         self.restarts = 0
 
     @property
+    def connected(self) -> bool:
+        """Said hello: it has the state of its start message and hears every change since."""
+        return self.writer is not None and not self.writer.is_closing()
+
+    @property
     def alive(self) -> bool:
-        return self.ready.is_set() and self.writer is not None and not self.writer.is_closing()
+        """Connected and accepting clients."""
+        return self.ready.is_set() and self.connected
 
     def send(self, message: dict[str, Any]) -> None:
         if self.writer is not None:
@@ -150,15 +156,16 @@ class Supervisor:
             if not fut.done():
                 fut.set_result("worker exited")
         handle.calls.clear()
+        death = next(self._ids)
         for shares in self.shares.values():
-            shares.gone(handle.index)
+            shares.gone(handle.index, death)
         handle.pools = {}
         servers, handle.servers = handle.servers, ()
-        task = asyncio.get_running_loop().create_task(self._free_after(handle.index, servers))
+        task = asyncio.get_running_loop().create_task(self._free_after(death, servers))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _free_after(self, index: int, servers: tuple[Any, ...]) -> None:
+    async def _free_after(self, death: int, servers: tuple[Any, ...]) -> None:
         async def cancel(pid: int, secret: int, host: str, port: int) -> None:
             with contextlib.suppress(OSError, TimeoutError):
                 await send_cancel(host, port, pid, secret, wait=2.0)
@@ -167,7 +174,7 @@ class Supervisor:
             await asyncio.gather(*(cancel(*s) for s in servers))
         await asyncio.sleep(DEAD_HOLD)
         for shares in self.shares.values():
-            shares.released(index)
+            shares.released(death)
         self._rebalance(list(self.shares))
 
     async def stop(self) -> None:
@@ -257,7 +264,7 @@ class Supervisor:
         pools: dict[Key, tuple[int, int, int, int]] = message["pools"]
         touched = set(handle.pools) | set(pools)
         handle.pools = {}
-        present = {h.index for h in self.handles if h.alive}
+        present = {h.index for h in self.handles if h.connected}
         for key, (size, held, idle, waiting) in pools.items():
             shares = self.shares.get(key)
             if shares is None:
@@ -279,7 +286,7 @@ class Supervisor:
                 out.setdefault(w, {})[key] = share
         for w, grants in out.items():
             handle = self.handles[w]
-            if handle.alive:
+            if handle.connected:
                 handle.grant_seq += 1
                 handle.send({"op": "grant", "seq": handle.grant_seq, "shares": grants})
 
@@ -314,7 +321,7 @@ class Supervisor:
         timeout = CALL_TIMEOUT
         if method == "pause_pools" and args[1] is not None:
             timeout = args[1] + CALL_TIMEOUT
-        live = [h for h in self.handles if h.alive]
+        live = [h for h in self.handles if h.connected]
         message = {"op": "call", "method": method, "args": args}
         return list(await asyncio.gather(*(self._ask(h, message, timeout) for h in live)))
 

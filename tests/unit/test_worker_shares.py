@@ -97,11 +97,12 @@ def test_a_dead_workers_servers_count_until_released_then_the_pool_is_whole() ->
     shares.report(0, Usage(held=2), confirmed=True)
     shares.report(1, Usage(held=1, waiting=5), confirmed=True)
     shares.rebalance()
-    shares.gone(0)
+    shares.gone(0, death=1)
     assert shares.rebalance() == {} and shares.free() == 0
-    shares.released(0)
+    shares.joined(0)  # restarted before the old servers are known to be gone: still counted
+    assert shares.rebalance() == {} and shares.free() == 0
+    shares.released(1)
     assert shares.rebalance() == {1: 3}
-    shares.joined(0)
     assert shares.grant[0] == 0 and shares.free() == 0
 
 
