@@ -6,12 +6,14 @@ selects on a tiny table, many clients)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import json
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,9 @@ def log(text: str) -> None:
     print(f"[{datetime.datetime.now():%H:%M:%S}] {text}", file=sys.stderr, flush=True)
 
 
-def measure(workers: list[int], duration: int, pool_size: int) -> list[dict[str, Any]]:
+def measure(
+    workers: list[int], duration: int, pool_size: int
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     user, password = USERS["superuser"]
     results: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-workers-"))
@@ -68,11 +72,12 @@ def measure(workers: list[int], duration: int, pool_size: int) -> list[dict[str,
             init_pgbench(pg.host, pg.port, user, password, BENCH_DB, 1)  # 100,000 rows: tiny
             for n in workers:
                 results += run_workers(workdir, pg, n, duration, pool_size)
+            shift = shift_latency(workdir, pg) if max(workers) > 1 else None
         finally:
             pg.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return results
+    return results, shift
 
 
 def run_workers(workdir: Path, pg: Any, n: int, duration: int, pool_size: int) -> list[Any]:
@@ -94,6 +99,56 @@ def run_workers(workdir: Path, pg: Any, n: int, duration: int, pool_size: int) -
         return [run_cell(target, n, cell, duration) for cell in CELLS]
     finally:
         proxy.stop()
+
+
+async def _shift_rounds(dsn: str, rounds: int) -> list[float]:
+    """Seconds until three clients of one worker all got a server while the other worker held
+    the pool's three servers idle, alternating the roles each round."""
+    import psycopg
+
+    conns: dict[int, list[Any]] = {0: [], 1: []}
+    extra = []
+    while min(len(v) for v in conns.values()) < 3 and len(extra) < 200:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        side = conns[conn.info.backend_pid & 0x3F]
+        (side if len(side) < 3 else extra).append(conn)
+    took = []
+    try:
+        for i in range(rounds):
+            holder, taker = conns[i % 2], conns[1 - i % 2]
+            await asyncio.gather(*(c.execute("select pg_sleep(0.02)") for c in holder))
+            await asyncio.sleep(0.3)  # idle for longer than IDLE_GRACE
+            started = time.monotonic()
+            await asyncio.gather(*(c.execute("select 1") for c in taker))
+            took.append(time.monotonic() - started)
+    finally:
+        for conn in [*conns[0], *conns[1], *extra]:
+            await conn.close()
+    return took
+
+
+def shift_latency(workdir: Path, pg: Any, rounds: int = 20) -> dict[str, Any]:
+    """How long capacity takes to move: a pool of 3, two workers, one holding all of it idle."""
+    user, password = USERS["superuser"]
+    proxy = PyproxyProcess(workdir, pg.host, pg.port, user, password, 3, BENCH_DB, stem="shift")
+    text = proxy.config_path.read_text()
+    proxy.config_path.write_text(text.replace("[proxy]\n", "[proxy]\nworkers = 2\n"))
+    target = proxy.start()
+    try:
+        wait_until(
+            lambda: "(2 workers)" in proxy.log_path.read_text(),
+            "every worker to listen",
+            lambda: proxy.proc is not None and proxy.proc.poll() is None,
+        )
+        dsn = f"postgresql://{user}@127.0.0.1:{target.port}/{target.dbname('transaction')}"
+        took = sorted(asyncio.run(_shift_rounds(dsn, rounds)))
+    finally:
+        proxy.stop()
+    ms = [round(t * 1000, 1) for t in took]
+    row = {"rounds": rounds, "median_ms": ms[len(ms) // 2], "p90_ms": ms[int(len(ms) * 0.9)]}
+    row["max_ms"] = ms[-1]
+    log(f"share shift: {row}")
+    return row
 
 
 def run_cell(target: Any, n: int, cell: Cell, duration: int) -> dict[str, Any]:
@@ -121,7 +176,7 @@ def run_cell(target: Any, n: int, cell: Cell, duration: int) -> dict[str, Any]:
     return row
 
 
-def markdown(rows: list[dict[str, Any]], duration: int) -> str:
+def markdown(rows: list[dict[str, Any]], shift: dict[str, Any] | None, duration: int) -> str:
     lines = [
         f"pgbench -S -M <protocol> -c <clients> -j 2 -T {duration}, transaction pool of 20; "
         "CPU in cores (CPU seconds / wall seconds)",
@@ -136,6 +191,13 @@ def markdown(rows: list[dict[str, Any]], duration: int) -> str:
             f"| {r['cell']} | {r['workers']} | {r['tps']} | {r['proxy_cpu_cores']} | {per} | "
             f"{sup} | {r['machine_cpu_cores']} |"
         )
+    if shift is not None:
+        lines += [
+            "",
+            f"Share shift (pool of 3, one worker holding it idle, three clients of the other "
+            f"asking; {shift['rounds']} rounds): median {shift['median_ms']} ms, "
+            f"p90 {shift['p90_ms']} ms, max {shift['max_ms']} ms until all three were served.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -147,12 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write results.json and results.md here")
     args = parser.parse_args(argv)
     raise_fd_limit()
-    rows = measure(args.workers, args.duration, args.pool_size)
-    text = markdown(rows, args.duration)
+    rows, shift = measure(args.workers, args.duration, args.pool_size)
+    text = markdown(rows, shift, args.duration)
     print(text)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+        data = {"runs": rows, "share_shift": shift}
+        (args.out / "results.json").write_text(json.dumps(data, indent=2))
         (args.out / "results.md").write_text(text)
     return 0 if not any(r["error"] for r in rows) else 1
 

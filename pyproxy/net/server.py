@@ -178,6 +178,8 @@ class ServerConn(asyncio.Protocol):
         transport.write(self.login.startup)  # type: ignore[attr-defined]
 
     async def wait_login(self) -> ServerConn:
+        if self.login is None:
+            return self  # the whole login arrived before anyone waited for it
         return await self.login.done  # type: ignore[no-any-return]
 
     # ---- linking --------------------------------------------------------------------------------
