@@ -22,7 +22,7 @@ def tick(pool: Pool, now: float) -> None:
     if pool.waiters:
         pool.serve_waiters()
         pool.grow()
-    keep = min(s.min_pool_size, pool.cfg.size)
+    keep = min(s.min_pool_size, pool.cap)  # a worker keeps it within its share
     if s.server_idle_timeout > 0 or s.server_lifetime > 0:
         for server in list(pool.idle):
             if len(pool.idle) + len(pool.linked) <= keep:

@@ -200,7 +200,8 @@ class Pool:
         """Servers this pool may hold now, reserve included when the head waiter waited long."""
         size = self.cap
         s = self.settings
-        if s.reserve_pool_size and self.waiters:
+        # Under a share (worker processes) the reserve is not added: it would be per worker.
+        if s.reserve_pool_size and self.waiters and self.share is None:
             waited = time.monotonic() - self.waiters[0].wait_since
             if waited >= s.reserve_pool_timeout:
                 size += s.reserve_pool_size

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from pyproxy.net.client import ClientConn
 from pyproxy.net.server import ServerConn
+from pyproxy.pool.maintenance import tick
 from pyproxy.pool.pool import Place, Pool
 from pyproxy.proto.phases import ClientPhase
 from tests.support import fakes
@@ -146,3 +149,24 @@ def test_a_larger_share_opens_servers_for_queued_clients_at_once() -> None:
         assert pool.opener.connecting == 2  # one per queued client, without waiting for a tick
 
     run(test)
+
+
+def test_min_pool_size_and_the_reserve_stay_within_a_share() -> None:
+    async def body() -> None:
+        servers, conns = fakes.world(4)
+        pool = servers[0].pool
+        assert pool is not None
+        settings = replace(pool.cfg.settings, min_pool_size=5, reserve_pool_size=3)
+        pool.reconfigure(replace(pool.cfg, settings=settings))
+        pool.set_share(2)
+        assert pool.total == 2
+        tick(pool, time.monotonic())
+        assert pool.opener.connecting == 0  # min_pool_size 5, but the share is 2
+        for client in conns:
+            client.data_received(SELECT)
+        for waiter in pool.waiters:
+            waiter.wait_since -= 60  # long past reserve_pool_timeout
+        tick(pool, time.monotonic())
+        assert pool.limit() == 2 and pool.opener.connecting == 0
+
+    asyncio.run(body())
