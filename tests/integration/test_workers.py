@@ -353,3 +353,27 @@ async def test_a_killed_worker_is_replaced_and_the_pool_budget_is_whole_again(
         await conn.close()
     for conn in conns[0] + conns[1]:
         await conn.close()
+
+
+async def test_api_changes_reach_both_workers_before_the_answer(supervise: Start) -> None:
+    import httpx
+
+    sup = await supervise({"tpool": 3})
+    pools = f"http://127.0.0.1:{sup.admin_port}/v2/databases/{CLUSTER_ID}/pools"
+    body = {"name": "apipool", "mode": "transaction", "size": 2, "db": APP_DB, "user": SCRAM_USER}
+    async with httpx.AsyncClient(timeout=BOUND) as http:
+        resp = await http.post(pools, json=body)
+        assert resp.status_code == 201, resp.text
+        conns = await by_worker(sup, "apipool", 2)  # served at once by both workers
+        for conn in conns[0] + conns[1]:
+            cur = await conn.execute("select 1")
+            assert await cur.fetchone() == (1,)
+        stats = (await http.get(f"{pools[: -len('/pools')]}/stats")).json()["stats"]
+        (api,) = [p for p in stats["pools"] if p["name"] == "apipool"]
+        assert api["clients_total"] == 4 and 1 <= api["servers_total"] <= 2
+        resp = await http.delete(f"{pools}/apipool")
+        assert resp.status_code == 204
+        for conn in conns[0] + conns[1]:  # both workers ended the pool's clients already
+            with pytest.raises(psycopg.OperationalError, match="deleted"):
+                await conn.execute("select 1")
+            await conn.close()
