@@ -47,6 +47,8 @@ class Handle:
         self.servers: tuple[Any, ...] = ()  # (pid, secret, host, port) of its backends
         self.calls: dict[int, asyncio.Future[Any]] = {}
         self.restarts = 0
+        self.failures = 0  # exits in a row before getting ready
+        self.was_ready = False
 
     @property
     def connected(self) -> bool:
@@ -132,6 +134,7 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_worker(self, handle: Handle) -> None:
+        handle.was_ready = False
         cmd = [sys.executable, "-m", "pyproxy.workers.worker", self._sock_path, str(handle.index)]
         proc = await asyncio.create_subprocess_exec(*cmd, self.log_level)
         handle.proc = proc
@@ -139,9 +142,15 @@ class Supervisor:
         self._lost(handle)
         if self.stopping:
             return
-        log.error("worker %d (pid %d) exited with %s; restarting it", handle.index, proc.pid, code)
+        # A worker that keeps dying before it is ready waits longer each time (at most 5 s).
+        handle.failures = 0 if handle.was_ready else handle.failures + 1
+        delay = min(5.0, RESTART_DELAY * 2**handle.failures)
+        log.error(
+            "worker %d (pid %d) exited with %s; restarting it in %g s",
+            handle.index, proc.pid, code, delay,
+        )  # fmt: skip
         handle.restarts += 1
-        await asyncio.sleep(RESTART_DELAY)
+        await asyncio.sleep(delay)
         if not self.stopping:
             self._spawn(handle)
 
@@ -161,6 +170,8 @@ class Supervisor:
             shares.gone(handle.index, death)
         handle.pools = {}
         servers, handle.servers = handle.servers, ()
+        if self.stopping:
+            return  # the worker drained: its servers are closed
         task = asyncio.get_running_loop().create_task(self._free_after(death, servers))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -249,6 +260,7 @@ class Supervisor:
                 self.handles[owner].send({"op": "cancel", "key": message["key"]})
         elif op == "ready":
             handle.ready.set()
+            handle.was_ready = True
             log.info("worker %d ready (pid %s)", handle.index, handle.proc and handle.proc.pid)
 
     # ---- shares --------------------------------------------------------------------------------
