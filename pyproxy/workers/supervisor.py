@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from pyproxy.config import Config, load_config
@@ -81,6 +82,10 @@ class Supervisor:
         self._holder: socket.socket | None = None
         self._dir = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The part of a pool's size this instance may use, divided among its workers. All of
+        # it by default; instances sharing pool state across hosts set their part here and
+        # call resize_all() when it changes.
+        self.instance_part: Callable[[str, int], int] = lambda name, size: size
 
     async def _connect(self, pool: Pool) -> Any:
         return await open_server(pool, max_packet=self.config.proxy.max_packet_size, timeout=10.0)
@@ -267,7 +272,7 @@ class Supervisor:
 
     def _size(self, key: Key, reported: int) -> int:
         found = self.view.find_pool(key[0])
-        return reported if found is None else found[1].size
+        return self.instance_part(key[0], reported if found is None else found[1].size)
 
     def _report(self, handle: Handle, message: dict[str, Any]) -> None:
         if "servers" in message:
@@ -306,7 +311,7 @@ class Supervisor:
         """Pool sizes changed (reload, API): shares follow before the workers hear of it."""
         for key, shares in self.shares.items():
             found = self.view.find_pool(key[0])
-            shares.resize(found[1].size if found is not None else 0)
+            shares.resize(self.instance_part(key[0], found[1].size) if found is not None else 0)
         self._rebalance(list(self.shares))
 
     def share_of(self, index: int, name: str) -> int:
