@@ -170,6 +170,9 @@ def run_cell(target: Any, n: int, cell: Cell, duration: int) -> dict[str, Any]:
         or [round(used[0] / wall, 2)],
         "supervisor_cpu_cores": round(used[0] / wall, 3) if n > 1 else None,
         "machine_cpu_cores": round(machine / wall, 2),
+        "proxy_cpu_us_per_tx": (
+            round(sum(used) / result.transactions * 1e6, 1) if result.transactions else None
+        ),
         "error": result.error,
     }
     log(f"workers={n} {cell.label}: {row['tps']} tps, proxy {row['proxy_cpu_cores']} cores")
@@ -181,14 +184,15 @@ def markdown(rows: list[dict[str, Any]], shift: dict[str, Any] | None, duration:
         f"pgbench -S -M <protocol> -c <clients> -j 2 -T {duration}, transaction pool of 20; "
         "CPU in cores (CPU seconds / wall seconds)",
         "",
-        "| cell | workers | TPS | proxy CPU | per worker | supervisor | machine CPU |",
-        "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| cell | workers | TPS | proxy CPU | µs/tx | per worker | supervisor | machine CPU |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for r in rows:
         sup = "" if r["supervisor_cpu_cores"] is None else f"{r['supervisor_cpu_cores']}"
         per = " + ".join(f"{c}" for c in r["per_worker_cpu_cores"])
         lines.append(
-            f"| {r['cell']} | {r['workers']} | {r['tps']} | {r['proxy_cpu_cores']} | {per} | "
+            f"| {r['cell']} | {r['workers']} | {r['tps']} | {r['proxy_cpu_cores']} | "
+            f"{r['proxy_cpu_us_per_tx']} | {per} | "
             f"{sup} | {r['machine_cpu_cores']} |"
         )
     if shift is not None:
