@@ -228,7 +228,7 @@ async def test_idle_servers_of_one_worker_move_to_the_other_whose_clients_wait(
             took = time.monotonic() - started
         assert max(backends.counts) <= 3
         # The three ran side by side on worker 1: the capacity moved well within the second.
-        assert took < 1.8, took
+        assert took < 1.9, took  # one server fewer would take 2 s
     finally:
         for conn in conns[0] + conns[1]:
             await conn.close()
