@@ -101,7 +101,22 @@ def run_workers(workdir: Path, pg: Any, n: int, duration: int, pool_size: int) -
         proxy.stop()
 
 
-async def _shift_rounds(dsn: str, rounds: int) -> list[float]:
+async def _direct_logins(dsn: str) -> float:
+    """Seconds for three new direct PostgreSQL connections to answer ``select 1``: the part
+    of a shift that is PostgreSQL starting backends, whatever pyproxy does."""
+    import psycopg
+
+    async def one() -> None:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        await conn.execute("select 1")
+        await conn.close()
+
+    started = time.monotonic()
+    await asyncio.gather(one(), one(), one())
+    return time.monotonic() - started
+
+
+async def _shift_rounds(dsn: str, direct: str, rounds: int) -> tuple[list[float], list[float]]:
     """Seconds until three clients of one worker all got a server while the other worker held
     the pool's three servers idle, alternating the roles each round."""
     import psycopg
@@ -112,7 +127,8 @@ async def _shift_rounds(dsn: str, rounds: int) -> list[float]:
         conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
         side = conns[conn.info.backend_pid & 0x3F]
         (side if len(side) < 3 else extra).append(conn)
-    took = []
+    took: list[float] = []
+    logins: list[float] = []
     try:
         for i in range(rounds):
             holder, taker = conns[i % 2], conns[1 - i % 2]
@@ -121,10 +137,11 @@ async def _shift_rounds(dsn: str, rounds: int) -> list[float]:
             started = time.monotonic()
             await asyncio.gather(*(c.execute("select 1") for c in taker))
             took.append(time.monotonic() - started)
+            logins.append(await _direct_logins(direct))
     finally:
         for conn in [*conns[0], *conns[1], *extra]:
             await conn.close()
-    return took
+    return took, logins
 
 
 def shift_latency(workdir: Path, pg: Any, rounds: int = 20) -> dict[str, Any]:
@@ -141,12 +158,14 @@ def shift_latency(workdir: Path, pg: Any, rounds: int = 20) -> dict[str, Any]:
             lambda: proxy.proc is not None and proxy.proc.poll() is None,
         )
         dsn = f"postgresql://{user}@127.0.0.1:{target.port}/{target.dbname('transaction')}"
-        took = sorted(asyncio.run(_shift_rounds(dsn, rounds)))
+        direct = f"postgresql://{user}@{pg.host}:{pg.port}/{BENCH_DB}"
+        took, logins = asyncio.run(_shift_rounds(dsn, direct, rounds))
     finally:
         proxy.stop()
-    ms = [round(t * 1000, 1) for t in took]
+    ms = sorted(round(t * 1000, 1) for t in took)
     row = {"rounds": rounds, "median_ms": ms[len(ms) // 2], "p90_ms": ms[int(len(ms) * 0.9)]}
     row["max_ms"] = ms[-1]
+    row["direct_logins_median_ms"] = sorted(round(t * 1000, 1) for t in logins)[len(logins) // 2]
     log(f"share shift: {row}")
     return row
 
@@ -200,7 +219,9 @@ def markdown(rows: list[dict[str, Any]], shift: dict[str, Any] | None, duration:
             "",
             f"Share shift (pool of 3, one worker holding it idle, three clients of the other "
             f"asking; {shift['rounds']} rounds): median {shift['median_ms']} ms, "
-            f"p90 {shift['p90_ms']} ms, max {shift['max_ms']} ms until all three were served.",
+            f"p90 {shift['p90_ms']} ms, max {shift['max_ms']} ms until all three were served; "
+            f"three new direct PostgreSQL connections took {shift['direct_logins_median_ms']} ms "
+            "(median) on the machine at the same time.",
         ]
     return "\n".join(lines) + "\n"
 
