@@ -129,16 +129,23 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1
+        except Exception as exc:
+            return _start_failed(exc)
     try:
         return asyncio.run(_serve(args.config, config))
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
     except Exception as exc:
-        from pyproxy.admin.server import AdminConfigError
-        from pyproxy.admin.store import StateStoreError
+        return _start_failed(exc)
 
-        if isinstance(exc, (AdminConfigError, StateStoreError)):
-            log.error("cannot start: %s", exc)
-            return 2
-        raise
+
+def _start_failed(exc: Exception) -> int:
+    """Exit code 2 for an admin API that cannot start with this configuration."""
+    from pyproxy.admin.server import AdminConfigError
+    from pyproxy.admin.store import StateStoreError
+
+    if isinstance(exc, (AdminConfigError, StateStoreError)):
+        log.error("cannot start: %s", exc)
+        return 2
+    raise exc

@@ -117,8 +117,16 @@ class Supervisor:
         self._control = await asyncio.start_unix_server(self._on_worker, sock_path)
         self._sock_path = sock_path
         if self.config.admin.enabled:
+            # Before any worker: a bad admin config stops the start here; a worker that
+            # connects later gets the definitions with its start message.
             self.front = AdminFront(self.config, self.view, self)
             self.front.load_store()
+            try:
+                await self.front.start()
+            except BaseException:
+                self.front.store.close()
+                self._cleanup()
+                raise
         for handle in self.handles:
             self._spawn(handle)
         try:
@@ -128,8 +136,6 @@ class Supervisor:
         except TimeoutError:
             await self.stop()
             raise OSError(f"workers did not start within {READY_TIMEOUT:g} s") from None
-        if self.front is not None:
-            await self.front.start()
         log.info("%d workers accepting on %s:%d", self.n, self.config.proxy.listen_host, self.port)
 
     def _spawn(self, handle: Handle) -> None:
@@ -209,11 +215,14 @@ class Supervisor:
                 log.error("worker pid %d did not stop; killing it", proc.pid)
                 proc.kill()
                 await proc.wait()
+        self._cleanup()
+        log.info("stopped")
+
+    def _cleanup(self) -> None:
         self._control.close()
         if self._holder is not None:
             self._holder.close()
         shutil.rmtree(self._dir, ignore_errors=True)
-        log.info("stopped")
 
     # ---- the control connection ----------------------------------------------------------------
 

@@ -377,3 +377,18 @@ async def test_api_changes_reach_both_workers_before_the_answer(supervise: Start
             with pytest.raises(psycopg.OperationalError, match="deleted"):
                 await conn.execute("select 1")
             await conn.close()
+
+
+async def test_an_admin_api_that_cannot_start_stops_the_start_before_any_worker(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "pyproxy.toml"
+    text = config(pg, tmp_path / "state.db", {"tpool": 3})
+    path.write_text(text.replace("allow_no_token = true\n", ""))  # and no token either
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pyproxy", "serve", "-c", str(path),
+        cwd=REPO_ROOT, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2, err.decode()
+    assert b"needs a token" in err and b"worker" not in err
