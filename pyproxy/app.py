@@ -37,11 +37,14 @@ class App:
         self.stopping = False
 
     async def _connect(self, pool: Pool) -> ServerConn:
+        files = pool.cluster.server_tls
         return await open_server(
             pool,
             max_packet=self.config.proxy.max_packet_size,
             timeout=pool.settings.server_connect_timeout,
             tracked=self.state.tracked,
+            tls=self.state.tls.server(files),
+            sslmode=files.mode,
         )
 
     async def start(self) -> None:
