@@ -45,7 +45,7 @@ def direct_tls(login: Login, data: bytes) -> bool:
     """A connection opening with a TLS ClientHello (PostgreSQL 17's sslnegotiation=direct):
     True when it is taken over here."""
     serving = login.client.proxy.tls.client
-    if serving is None or data[:1] != b"\x16" or not login.fresh or login.tls is not None:
+    if serving is None or data[:1] != b"\x16" or login.tls is not None:
         return False
     login.client.transport.pause_reading()
     _start(login, serving, data, direct=True)
