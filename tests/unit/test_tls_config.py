@@ -15,7 +15,7 @@ from pyproxy.config import parse_config
 from pyproxy.errors import ConfigError
 from pyproxy.tls.contexts import TlsFiles
 from pyproxy.tls.live import LiveTls
-from tests.support.tlsfiles import CertPair, TestCA
+from tests.support.tls_pg import CertPair, TestCA
 
 CID = "9cc10173-e9ea-4176-9dbc-a4cee4c4ff30"
 

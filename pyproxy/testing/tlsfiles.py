@@ -1,5 +1,6 @@
-"""Throwaway certificates made at test time with the openssl CLI: a CA, certificates it signs
-(for 127.0.0.1 and localhost, or a client's user name), and a second, unrelated CA."""
+"""Throwaway certificates made at run time (tests, benchmarks) with the openssl CLI: a CA,
+certificates it signs (for 127.0.0.1 and localhost, or a client's user name), and a second,
+unrelated CA."""
 
 from __future__ import annotations
 
