@@ -62,6 +62,7 @@ class Login:
         self.failing = False  # a failed login whose answer the throttle delays
         self.fresh = True  # nothing read yet (a ClientHello now is direct TLS)
         self.tls: ssl.SSLObject | None = None  # the TLS session, once upgraded
+        self.channel_binding: bytes | None = None  # its tls-server-end-point data
         self.upgrading: list[bytes] | None = None  # bytes decrypted before the upgrade ended
 
     def feed(self, data: bytes) -> None:
@@ -209,7 +210,9 @@ class Login:
         known = cluster.user(client.user)
         password = known.password if known is not None else None
         secret = proxy.credentials.scram_secret(cluster.id, client.user, password)
-        self.exchange = ClientExchange(proxy.config.proxy.auth_type, client.user, password, secret)
+        self.exchange = ClientExchange(
+            proxy.config.proxy.auth_type, client.user, password, secret, self.channel_binding
+        )
         try:
             reply, done = self.exchange.start()
         except AuthFailed:

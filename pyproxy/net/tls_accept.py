@@ -112,6 +112,7 @@ async def _upgrade(login: Login, serving: ServingContext, first: bytes, direct: 
         return
     client.transport = transport  # type: ignore[assignment]
     login.tls = transport.get_extra_info("ssl_object")
+    login.channel_binding = serving.end_point  # of the certificate this handshake presented
     held, login.upgrading = login.upgrading or [], None
     if direct and (login.tls is None or login.tls.selected_alpn_protocol() != ALPN):
         client.fatal(

@@ -8,6 +8,7 @@ import os
 import ssl
 from dataclasses import dataclass
 
+from pyproxy.tls.binding import server_end_point
 from pyproxy.tls.modes import ALPN, DEFAULT_CIPHER_WORDS, PROTOCOL_WORDS, VERIFYING
 
 _VERSIONS = {
@@ -47,6 +48,7 @@ class ServingContext:
     context: ssl.SSLContext
     certificate: bytes
     files: TlsFiles
+    end_point: bytes | None = None  # tls-server-end-point binding data (None: no PLUS)
 
 
 def readable(setting: str, path: str) -> None:
@@ -77,7 +79,7 @@ def serving_context(files: TlsFiles, *, alpn: bool = True) -> ServingContext:
         ctx.verify_mode = ssl.CERT_NONE
     if alpn:
         ctx.set_alpn_protocols([ALPN])
-    return ServingContext(ctx, certificate, files)
+    return ServingContext(ctx, certificate, files, server_end_point(certificate))
 
 
 def connecting_context(files: TlsFiles) -> ssl.SSLContext:

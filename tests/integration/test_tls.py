@@ -270,3 +270,18 @@ async def test_bytes_behind_the_servers_s_fail_the_connection(make_proxy: Any) -
         assert "injected" not in str(caught.value)
     finally:
         server.close()
+
+
+async def test_scram_channel_binding_tls_server_end_point(
+    tls_proxy: RunningProxy, certs: Certs, make_proxy: Any
+) -> None:
+    dsn = libpq_dsn(
+        tls_proxy, sslmode="verify-full", sslrootcert=str(certs.ca.cert), channel_binding="require"
+    )
+    done = await asyncio.to_thread(psql, dsn, "SELECT 1")
+    assert done.returncode == 0, done.stderr  # libpq checked the binding: SCRAM-SHA-256-PLUS
+    plain = await make_proxy()
+    done = await asyncio.to_thread(
+        psql, libpq_dsn(plain, sslmode="disable", channel_binding="require"), "SELECT 1"
+    )
+    assert done.returncode != 0 and "channel binding" in done.stderr
