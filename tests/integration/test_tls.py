@@ -285,3 +285,59 @@ async def test_scram_channel_binding_tls_server_end_point(
         psql, libpq_dsn(plain, sslmode="disable", channel_binding="require"), "SELECT 1"
     )
     assert done.returncode != 0 and "channel binding" in done.stderr
+
+
+async def test_sni_is_sent_and_a_wrong_name_fails_verify_full(
+    certs: Certs, make_proxy: Any
+) -> None:
+    """A TLS endpoint that records the SNI it is sent; its certificate names only localhost,
+    so a cluster reached as 127.0.0.1 under verify-full fails on the name."""
+    only_name = certs.ca.issue("localhost", hosts=("localhost",), stem="only-name")
+    seen: list[str | None] = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(only_name.cert, only_name.key)
+    ctx.sni_callback = lambda _sock, name, _ctx: seen.append(name)  # type: ignore[assignment,misc,func-returns-value]
+
+    async def endpoint(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(8)
+        writer.write(b"S")
+        await writer.drain()
+        try:
+            await writer.start_tls(ctx)
+            await reader.read()
+        except (ssl.SSLError, OSError):
+            pass
+
+    server = await asyncio.start_server(endpoint, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for host, reason in (("localhost", None), ("127.0.0.1", "IP address mismatch")):
+            proxy = await make_proxy(
+                [pool_entry(size=1)],
+                cluster={"host": host, "port": port},
+                proxy={
+                    "server_tls_sslmode": "verify-full",
+                    "server_tls_ca_file": str(certs.ca.cert),
+                    "server_connect_timeout": 2,
+                },
+            )
+            with pytest.raises(asyncpg.PostgresError) as caught:
+                await proxy.asyncpg(ssl=False)
+            if reason is not None:
+                assert caught.value.sqlstate == "08001"
+                assert reason in str(caught.value)
+        assert seen[0] == "localhost"  # verified, then SNI-routed; the endpoint never answers
+        assert None in seen  # no SNI for an IP address (RFC 6066)
+    finally:
+        server.close()
+
+
+async def test_allow_logs_in_without_tls_first(pg_ssl: PgServer, make_proxy: Any) -> None:
+    async with running_proxy(
+        pg_ssl, [pool_entry(size=1)], proxy={"server_tls_sslmode": "allow"}
+    ) as proxy:
+        conn = await proxy.asyncpg(ssl=False)
+        try:
+            assert await conn.fetchval(SERVER_SSL) is False
+        finally:
+            await conn.close()
