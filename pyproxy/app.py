@@ -37,11 +37,14 @@ class App:
         self.stopping = False
 
     async def _connect(self, pool: Pool) -> ServerConn:
+        files = pool.cluster.server_tls
         return await open_server(
             pool,
             max_packet=self.config.proxy.max_packet_size,
             timeout=pool.settings.server_connect_timeout,
             tracked=self.state.tracked,
+            tls=self.state.tls.server(files),
+            sslmode=files.mode,
         )
 
     async def start(self) -> None:
@@ -80,6 +83,7 @@ class App:
                 pool_defaults=cfg.proxy.defaults,
                 throttle=_login_throttle(cfg),
             )
+            self.admin.api.client_ssl = cfg.proxy.client_tls.mode != "disable"
             try:
                 await self.admin.start()
             except BaseException:
@@ -112,6 +116,8 @@ class App:
         self.state.reconfigure(config)
         self.registry.replace_config(config, api_pools)
         if self.admin is not None:
+            self.admin.api.client_ssl = proxy.client_tls.mode != "disable"
+            self.admin.reload_tls(config.admin)
             old = self.admin.api.throttle
             if (old.limit, old.window) != (proxy.auth_failure_limit, proxy.auth_failure_window):
                 self.admin.api.throttle = _login_throttle(config)  # counts start again

@@ -20,7 +20,16 @@ class ClientExchange:
     """One login attempt of ``user`` (whose configured password is ``password``, None when
     unknown) by ``method``; ``scram_secret`` is its SCRAM secret (fake when unknown)."""
 
-    def __init__(self, method: str, user: str, password: str | None, scram_secret: str) -> None:
+    def __init__(
+        self,
+        method: str,
+        user: str,
+        password: str | None,
+        scram_secret: str,
+        channel_binding: bytes | None = None,
+    ) -> None:
+        """``channel_binding``: tls-server-end-point data of a TLS connection (offers PLUS)."""
+        self.channel_binding = channel_binding
         self.method = method
         self.user = user
         self.password = password
@@ -38,7 +47,7 @@ class ClientExchange:
         if self.method == "md5":
             self.salt = secrets.token_bytes(4)
             return m.auth_md5(self.salt), False
-        self.scram = ScramServer(secret=self.scram_secret)
+        self.scram = ScramServer(secret=self.scram_secret, channel_binding=self.channel_binding)
         return m.auth_sasl(self.scram.mechanisms), False
 
     def message(self, kind: int, body: bytes) -> tuple[bytes, bool]:
@@ -55,11 +64,11 @@ class ClientExchange:
         try:
             if self.step == 0:
                 mech, data = m.parse_sasl_initial(body)
-                if mech != "SCRAM-SHA-256":
+                if mech not in self.scram.mechanisms:
                     raise PgError(
                         PROTOCOL_VIOLATION, f"unsupported SASL mechanism {mech!r}", fatal=True
                     )
-                reply = self.scram.handle_client_first(data)
+                reply = self.scram.handle_client_first(data, mech)
                 self.step = 1
                 return m.auth_request(AUTH_SASL_CONTINUE, reply), False
             final = self.scram.handle_client_final(body)

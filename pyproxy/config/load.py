@@ -40,6 +40,13 @@ from pyproxy.config.model import (
     ProxyConfig,
     UserConfig,
 )
+from pyproxy.config.tls import (
+    ADMIN_TLS_KEYS,
+    CLIENT_TLS_KEYS,
+    SERVER_TLS_KEYS,
+    admin_tls,
+    tls_settings,
+)
 from pyproxy.config.validate import (
     check_budget,
     parse_listen,
@@ -69,9 +76,15 @@ _PROXY_ONLY_KEYS = frozenset(
         "replay_exclude",
     }
 )
-_PROXY_KEYS = _PROXY_ONLY_KEYS | _SETTINGS_FIELDS.keys()
-_ADMIN_KEYS = frozenset({"listen", "token_env", "token", "allow_no_token", "enabled", "state_path"})
-_CLUSTER_KEYS = frozenset({"id", "host", "port", "ram_gib", "max_connections", "users", "pools"})
+_PROXY_KEYS = _PROXY_ONLY_KEYS | _SETTINGS_FIELDS.keys() | CLIENT_TLS_KEYS | SERVER_TLS_KEYS
+_ADMIN_KEYS = (
+    frozenset({"listen", "token_env", "token", "allow_no_token", "enabled", "state_path"})
+    | ADMIN_TLS_KEYS
+)
+_CLUSTER_KEYS = (
+    frozenset({"id", "host", "port", "ram_gib", "max_connections", "users", "pools"})
+    | SERVER_TLS_KEYS
+)
 _USER_KEYS = frozenset({"name", "password"})
 _POOL_KEYS = frozenset({"name", "db", "user", "size", "mode"}) | _SETTINGS_FIELDS.keys()
 
@@ -107,9 +120,25 @@ def parse_config(
     env = os.environ if env is None else env
     errs: list[str] = []
     _check_keys(data, {"proxy", "admin", "clusters"}, "", errs)
-    proxy = _parse_proxy(_table(data, "proxy", "", errs), errs)
-    admin = _parse_admin(_table(data, "admin", "", errs), env, path, errs)
+    base_dir = os.path.dirname(os.path.abspath(path)) if path is not None else None
+    proxy_table = _table(data, "proxy", "", errs)
+    proxy = _parse_proxy(proxy_table, errs)
+    proxy = replace(
+        proxy,
+        client_tls=tls_settings(proxy_table, "client", "proxy", proxy.client_tls, base_dir, errs),
+        server_tls=tls_settings(proxy_table, "server", "proxy", proxy.server_tls, base_dir, errs),
+    )
+    admin_table = _table(data, "admin", "", errs)
+    admin = _parse_admin(admin_table, env, path, errs)
+    if admin.enabled:
+        cert, key = admin_tls(admin_table, base_dir, errs)
+        admin = replace(admin, tls_cert_file=cert, tls_key_file=key)
     clusters = _parse_clusters(data.get("clusters", []), proxy.defaults, errs)
+    clusters = tuple(
+        replace(c, server_tls=tls_settings(t, "server", f"clusters[{i}]", proxy.server_tls,
+                                           base_dir, errs))
+        for c, (i, t) in zip(clusters, _cluster_tables(data.get("clusters", [])), strict=True)
+    )  # fmt: skip
     if errs:
         raise ConfigError("\n".join(errs))
     return Config(proxy=proxy, admin=admin, clusters=clusters, path=path)
@@ -244,6 +273,11 @@ def _parse_clusters(
             errs.append(f"{prefix}.pools: {problem}")
         clusters.append(cluster)
     return tuple(clusters)
+
+
+def _cluster_tables(value: object) -> list[tuple[int, Mapping[str, Any]]]:
+    """The [[clusters]] tables _parse_clusters made a cluster of, with their index."""
+    return list(_array_of_tables(value, "clusters", [])) if isinstance(value, list) else []
 
 
 def _cluster_id(t: Mapping[str, Any], prefix: str, errs: list[str]) -> str | None:

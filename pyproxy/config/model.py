@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pyproxy.tls.contexts import TlsFiles
+
 MODES = ("session", "transaction", "statement")
 AUTH_TYPES = ("trust", "md5", "scram-sha-256")
 SESSION_STATE_POLICIES = ("pin", "warn", "error", "allow")
@@ -52,6 +54,10 @@ class ProxyConfig:
     ignore_startup_parameters: tuple[str, ...] = ("extra_float_digits",)
     replay_exclude: tuple[str, ...] = ()  # session settings never replayed on another server
     defaults: PoolSettings = field(default_factory=PoolSettings)
+    # client_tls_* (pyproxy as TLS server) and server_tls_* (as TLS client of PostgreSQL; the
+    # default for every cluster), PgBouncer's names; see pyproxy.config.tls.
+    client_tls: TlsFiles = field(default_factory=lambda: TlsFiles("disable"))
+    server_tls: TlsFiles = field(default_factory=lambda: TlsFiles("prefer"))
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ class AdminConfig:
     token: str | None = None  # resolved from token / token_env
     allow_no_token: bool = False  # only honoured when listening on loopback
     state_path: str = "pyproxy-state.db"
+    tls_cert_file: str = ""  # both set: the admin API is served over HTTPS
+    tls_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,7 @@ class ClusterConfig:
     max_connections: int | None = None
     users: tuple[UserConfig, ...] = ()
     pools: tuple[PoolConfig, ...] = ()
+    server_tls: TlsFiles = field(default_factory=lambda: TlsFiles("prefer"))  # [proxy]'s + own
 
     @property
     def budget(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from pyproxy.errors import (
     PgError,
     ProtocolError,
 )
+from pyproxy.net import tls_accept
 from pyproxy.proto import messages as m
 from pyproxy.proto.codes import (
     CANCEL_REQUEST_CODE,
@@ -58,11 +60,21 @@ class Login:
         self.framer: MessageFramer | None = None
         self.exchange: ClientExchange | None = None
         self.failing = False  # a failed login whose answer the throttle delays
+        self.fresh = True  # nothing read yet (a ClientHello now is direct TLS)
+        self.tls: ssl.SSLObject | None = None  # the TLS session, once upgraded
+        self.channel_binding: bytes | None = None  # its tls-server-end-point data
+        self.upgrading: list[bytes] | None = None  # bytes decrypted before the upgrade ended
 
     def feed(self, data: bytes) -> None:
         """Bytes from the client before it is logged in; PgError ends the login."""
         client = self.client
-        if client.phase is C.STARTUP:
+        if self.upgrading is not None:
+            self.upgrading.append(data)
+        elif client.phase is C.STARTUP:
+            if self.fresh:
+                self.fresh = False
+                if tls_accept.direct_tls(self, data):
+                    return
             self._startup(data)
         elif self.framer is not None:
             for kind, body in self.framer.feed(data):
@@ -83,7 +95,10 @@ class Login:
         if got is None:
             return
         code, payload, rest = got
-        if code in (SSL_REQUEST_CODE, GSSENC_REQUEST_CODE):
+        if code == SSL_REQUEST_CODE:
+            tls_accept.ssl_request(self, rest)
+            return
+        if code == GSSENC_REQUEST_CODE:
             if rest:
                 raise ProtocolError("received unencrypted data after SSL request")
             client.transport.write(ENCRYPTION_REFUSED)
@@ -100,6 +115,7 @@ class Login:
                 f"unsupported frontend protocol {major}.{minor}: pyproxy supports 3.0",
                 fatal=True,
             )
+        tls_accept.check_startup(self)
         try:
             params = m.parse_startup_params(payload)
         except ValueError as exc:
@@ -122,6 +138,7 @@ class Login:
                 INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet",
                 fatal=True,
             )  # fmt: skip
+        tls_accept.check_certificate(self, client.user)
         client.database = params.get("database") or client.user
         unsupported = [k for k in params if k.startswith("_pq_.")]
         if minor > 0 or unsupported:
@@ -193,7 +210,9 @@ class Login:
         known = cluster.user(client.user)
         password = known.password if known is not None else None
         secret = proxy.credentials.scram_secret(cluster.id, client.user, password)
-        self.exchange = ClientExchange(proxy.config.proxy.auth_type, client.user, password, secret)
+        self.exchange = ClientExchange(
+            proxy.config.proxy.auth_type, client.user, password, secret, self.channel_binding
+        )
         try:
             reply, done = self.exchange.start()
         except AuthFailed:

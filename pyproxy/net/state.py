@@ -15,10 +15,12 @@ from pyproxy.net.timeouts import check_client
 from pyproxy.proto.phases import ClientPhase
 from pyproxy.session import params as P
 from pyproxy.session.prepared import StatementRegistry
+from pyproxy.tls.live import LiveTls
 
 if TYPE_CHECKING:
     from pyproxy.net.client import ClientConn
     from pyproxy.pool.registry import PoolRegistry
+    from pyproxy.tls.contexts import TlsFiles
 
 
 class ProxyState:
@@ -35,6 +37,7 @@ class ProxyState:
         self.credentials = Credentials()
         self.throttle = _throttle(config)
         self.cancels = Cancels(self.spawn)
+        self.tls = LiveTls(config.proxy.client_tls, _server_tls(config))
         self._login_timers: dict[ClientConn, asyncio.TimerHandle] = {}
 
     def reconfigure(self, config: Config) -> None:
@@ -42,6 +45,7 @@ class ProxyState:
         self.tracked = P.tracked_set(config.proxy.track_extra_parameters)
         self.excluded = frozenset(n.lower() for n in config.proxy.replay_exclude)
         self.credentials.forget()
+        self.tls.load(config.proxy.client_tls, _server_tls(config))
         limits = (config.proxy.auth_failure_limit, config.proxy.auth_failure_window)
         if (self.throttle.limit, self.throttle.window) != limits:
             self.throttle = _throttle(config)  # counts start again
@@ -95,3 +99,7 @@ class ProxyState:
 def _throttle(config: Config) -> LoginThrottle:
     """The failed-login throttle of the PostgreSQL listener, as [proxy] asks."""
     return LoginThrottle(config.proxy.auth_failure_limit, config.proxy.auth_failure_window)
+
+
+def _server_tls(config: Config) -> list[TlsFiles]:
+    return [config.proxy.server_tls, *(c.server_tls for c in config.clusters)]

@@ -6,7 +6,13 @@ import struct
 from collections.abc import Mapping
 
 from pyproxy.errors import WARNING
-from pyproxy.proto.codes import AUTH_MD5, AUTH_SASL, CANCEL_REQUEST_CODE, PROTOCOL_3_0
+from pyproxy.proto.codes import (
+    AUTH_MD5,
+    AUTH_SASL,
+    CANCEL_REQUEST_CODE,
+    PROTOCOL_3_0,
+    SSL_REQUEST_CODE,
+)
 
 _I = struct.Struct("!I")
 _II = struct.Struct("!II")
@@ -79,6 +85,10 @@ def startup_message(params: Mapping[str, str]) -> bytes:
     body = _I.pack(PROTOCOL_3_0)
     body += b"".join(cstr(k) + cstr(v) for k, v in params.items() if v is not None) + b"\x00"
     return _I.pack(len(body) + 4) + body
+
+
+def ssl_request() -> bytes:
+    return _II.pack(8, SSL_REQUEST_CODE)
 
 
 def cancel_request(pid: int, secret: int) -> bytes:
