@@ -27,7 +27,7 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.registry = PoolRegistry(config, self._connect)
-        self.state = ProxyState(config, self.registry)
+        self.state = ProxyState(config, self.registry, self._connect)
         self.store = None
         self.admin = None
         self._server: asyncio.Server | None = None
@@ -42,6 +42,7 @@ class App:
             max_packet=self.config.proxy.max_packet_size,
             timeout=pool.settings.server_connect_timeout,
             tracked=self.state.tracked,
+            keys=self.state.keys.get(pool.cluster.id, pool.login_user),
         )
 
     async def start(self) -> None:
@@ -144,6 +145,7 @@ class App:
             client.kick(err)
         for pool in self.registry.live_pools():
             pool.close_all("shutdown")
+        self.state.auth_query.close()
         if self._janitor is not None:
             self._janitor.cancel()
         for task in list(self.state.tasks):

@@ -410,6 +410,8 @@ class AdminApi:
             "size": pool.size,
             "db": pool.db,
             "user": pool.user,
-            "connection": connection_info(pool.name, host, port, pool.user, user and user.password),
+            "connection": connection_info(
+                pool.name, host, port, pool.user, user.shown_password if user else None
+            ),
             "source": pool.source,
         }

@@ -8,6 +8,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pyproxy.auth.passthrough import ScramKeys
 from pyproxy.auth.scram import AuthFailed
 from pyproxy.auth.server_login import ServerLogin
 from pyproxy.errors import (
@@ -41,9 +42,11 @@ class ServerLoginDriver:
     BackendKeyData up to the first ReadyForQuery; ``done`` resolves to the server or the reason
     the login failed (PostgreSQL's own error where it sent one)."""
 
-    def __init__(self, server: ServerConn, pool: Pool, max_packet: int) -> None:
+    def __init__(
+        self, server: ServerConn, pool: Pool, max_packet: int, keys: ScramKeys | None = None
+    ) -> None:
         self.server = server
-        self.auth = ServerLogin(pool.login_user, pool.login_password)
+        self.auth = ServerLogin(pool.login_user, pool.login_password, keys)
         self.framer = MessageFramer(max_packet)
         self.startup = m.startup_message({"user": pool.login_user, "database": pool.cfg.db})
         self.done: asyncio.Future[ServerConn] = asyncio.get_running_loop().create_future()
@@ -115,15 +118,21 @@ class ServerLoginDriver:
 
 
 async def open_server(
-    pool: Pool, *, max_packet: int, timeout: float, tracked: frozenset[str] = frozenset()
+    pool: Pool,
+    *,
+    max_packet: int,
+    timeout: float,
+    tracked: frozenset[str] = frozenset(),
+    keys: ScramKeys | None = None,
 ) -> ServerConn:
-    """Connect and log in to the pool's PostgreSQL; raise PgError with the real reason."""
+    """Connect and log in to the pool's PostgreSQL; raise PgError with the real reason.
+    ``keys``: SCRAM keys from a client's login as the pool's user, for pass-through."""
     loop = asyncio.get_running_loop()
     cluster = pool.cluster
     try:
         async with asyncio.timeout(timeout if timeout > 0 else None):
             _, proto = await loop.create_connection(
-                lambda: _logging_in(pool, max_packet, tracked), cluster.host, cluster.port
+                lambda: _logging_in(pool, max_packet, tracked, keys), cluster.host, cluster.port
             )
             try:
                 return await proto.wait_login()
@@ -176,9 +185,11 @@ async def send_cancel(
         writer.close()
 
 
-def _logging_in(pool: Pool, max_packet: int, tracked: frozenset[str]) -> ServerConn:
+def _logging_in(
+    pool: Pool, max_packet: int, tracked: frozenset[str], keys: ScramKeys | None
+) -> ServerConn:
     server = ServerConn(pool, max_packet=max_packet, tracked=tracked)
-    server.login = ServerLoginDriver(server, pool, max_packet)
+    server.login = ServerLoginDriver(server, pool, max_packet, keys)
     return server
 
 
