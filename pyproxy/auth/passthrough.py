@@ -47,12 +47,15 @@ class KeyStore:
         self.limit = limit
         self._keys: OrderedDict[tuple[str, str], ScramKeys] = OrderedDict()
 
-    def put(self, cluster_id: str, user: str, keys: ScramKeys) -> None:
+    def put(self, cluster_id: str, user: str, keys: ScramKeys) -> bool:
+        """Remember ``keys``; True when they are new for this user."""
         key = (cluster_id, user)
+        new = self._keys.get(key) != keys
         self._keys[key] = keys
         self._keys.move_to_end(key)
         while len(self._keys) > self.limit:
             self._keys.popitem(last=False)
+        return new
 
     def get(self, cluster_id: str, user: str) -> ScramKeys | None:
         return self._keys.get((cluster_id, user))

@@ -66,10 +66,8 @@ class AuthQuery:
             async with asyncio.timeout(self.timeout or None):
                 secret = await self._query(cluster, cluster.auth_dbname or db, user)
         except TimeoutError:
-            err = PgError(
-                CONNECTION_FAILURE, f"auth_query did not answer within {self.timeout:g} s",
-                fatal=True,
-            )  # fmt: skip
+            log.error("auth_query on cluster %s: no answer within %g s", cluster.id, self.timeout)
+            err = _unavailable()
             future.set_exception(err)
             future.exception()
             raise err from None
@@ -103,12 +101,7 @@ class AuthQuery:
                     "auth_query as %s on cluster %s failed: %s %s",
                     cluster.auth_user, cluster.id, error.get("C"), error.get("M"),
                 )  # fmt: skip
-                raise PgError(
-                    CONNECTION_FAILURE,
-                    f"auth_query failed: {error.get('M', '?')}",
-                    hint="check auth_user's rights and auth_query in pyproxy's configuration",
-                    fatal=True,
-                )
+                raise _unavailable()
             self._idle.setdefault(place, []).append(server)
         if len(rows) > 1:
             log.warning("auth_query returned %d rows for one user; refusing the login", len(rows))
@@ -125,11 +118,27 @@ class AuthQuery:
                 return server
         account = cluster.user(cluster.auth_user)
         if account is None:
-            raise PgError(CONNECTION_FAILURE, "auth_user is not a configured user", fatal=True)
+            raise _unavailable()
         cfg = PoolConfig(name="__auth_query__", db=db, size=CONNECTIONS, user=account.name)
-        server = await self.opener(Pool(cfg, cluster, account.name, account.password, _no))
+        try:
+            server = await self.opener(Pool(cfg, cluster, account.name, account.password, _no))
+        except PgError as exc:
+            log.error(
+                "auth_query: cannot log in to cluster %s database %s as auth_user %s: %s %s",
+                cluster.id, db, account.name, exc.sqlstate, exc.message,
+            )  # fmt: skip
+            raise _unavailable() from None
         server.pool = None  # belongs to no pool: never lent to a client
         return server
+
+
+def _unavailable() -> PgError:
+    """What the client is told when its user cannot be looked up (the reason is logged)."""
+    return PgError(
+        CONNECTION_FAILURE,
+        "could not look up the user's password (auth_query); see pyproxy's log",
+        fatal=True,
+    )
 
 
 async def _no(pool: Pool) -> ServerConn:

@@ -250,8 +250,11 @@ class Login:
             self.client.transport.write(reply)
         if done:
             keys = self.exchange.keys
-            if keys is not None:  # for pass-through logins to PostgreSQL as this user
-                self.client.proxy.keys.put(self.cluster_id, self.client.user, keys)
+            proxy, user = self.client.proxy, self.client.user
+            # Keys for pass-through logins to PostgreSQL as this user: a pool that failed to
+            # log in without them may try again at once.
+            if keys is not None and proxy.keys.put(self.cluster_id, user, keys):
+                proxy.registry.credentials_changed(self.cluster_id, user)
             self._authenticated()
 
     def _failed(self) -> None:
