@@ -88,13 +88,18 @@ class AuthQuery:
     async def _query(self, cluster: ClusterConfig, db: str, user: str) -> str | None:
         place = (cluster.id, db)
         slots = self._slots.setdefault(place, asyncio.Semaphore(CONNECTIONS))
+        request = m.extended_query(cluster.auth_query, [user])
         async with slots:
-            server = await self._server(cluster, db)
-            try:
-                error, rows = await _run(server, m.extended_query(cluster.auth_query, [user]))
-            except BaseException:
-                server.close("auth_query abandoned")
-                raise
+            for attempt in range(2):
+                server, reused = await self._server(cluster, db)
+                try:
+                    error, rows = await _run(server, request)
+                except BaseException:
+                    server.close("auth_query abandoned")
+                    raise
+                if not (reused and server.closed and attempt == 0):
+                    break
+                # A kept connection that died while idle: once more on a new one.
             if error is not None:
                 server.close("auth_query failed")
                 log.error(
@@ -110,12 +115,13 @@ class AuthQuery:
             return None
         return rows[0][1] or None
 
-    async def _server(self, cluster: ClusterConfig, db: str) -> ServerConn:
+    async def _server(self, cluster: ClusterConfig, db: str) -> tuple[ServerConn, bool]:
+        """A connection of auth_user, and whether it is a kept one."""
         idle = self._idle.get((cluster.id, db), [])
         while idle:
             server = idle.pop()
             if not server.closed:
-                return server
+                return server, True
         account = cluster.user(cluster.auth_user)
         if account is None:
             raise _unavailable()
@@ -129,7 +135,7 @@ class AuthQuery:
             )  # fmt: skip
             raise _unavailable() from None
         server.pool = None  # belongs to no pool: never lent to a client
-        return server
+        return server, False
 
 
 def _unavailable() -> PgError:

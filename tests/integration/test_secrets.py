@@ -151,6 +151,75 @@ async def test_pg_shadow_query_works_too_and_results_are_cached(
         ensure_role(pg, AQ_USER, AQ_PASSWORD)
 
 
+async def test_auth_cache_seconds_0_sees_a_new_password_at_once(
+    make_proxy: MakeProxy, pg: PgServer, aq_roles: None
+) -> None:
+    proxy = await auth_query_proxy(make_proxy, auth_cache_seconds=0)
+    assert await current_user(url(proxy, AQ_USER, AQ_PASSWORD)) == AQ_USER
+    ensure_role(pg, AQ_USER, "aq-secret-rotated")
+    try:
+        assert await current_user(url(proxy, AQ_USER, "aq-secret-rotated")) == AQ_USER
+    finally:
+        ensure_role(pg, AQ_USER, AQ_PASSWORD)
+
+
+async def test_concurrent_logins_share_two_auth_query_connections(
+    make_proxy: MakeProxy, pg_admin: asyncpg.Connection, aq_roles: None
+) -> None:
+    proxy = await auth_query_proxy(make_proxy, auth_failure_limit=0)
+    others = [("pyproxy_no_such_role", "x"), (AQ_NULL, "x"), (AQ_USER, "wrong")]
+    logins = [(AQ_USER, AQ_PASSWORD)] * 12 + others * 3
+
+    async def attempt(user: str, password: str) -> str:
+        try:
+            return await current_user(url(proxy, user, password))
+        except asyncpg.PostgresError as exc:
+            return exc.sqlstate
+
+    results = await asyncio.gather(*(attempt(u, p) for u, p in logins))
+    assert results == [AQ_USER] * 12 + ["28P01"] * 9
+    auth_connections = await pg_admin.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND datname = $2 "
+        "AND pid <> pg_backend_pid()",
+        SUPERUSER, APP_DB,
+    )  # fmt: skip
+    assert 1 <= auth_connections <= 2
+
+
+async def test_lookups_go_on_after_postgresql_ends_the_auth_query_connections(
+    make_proxy: MakeProxy, pg_admin: asyncpg.Connection, aq_roles: None
+) -> None:
+    proxy = await auth_query_proxy(make_proxy, auth_cache_seconds=0)
+    dsn = url(proxy, AQ_USER, AQ_PASSWORD)
+    assert await current_user(dsn) == AQ_USER
+    ended = await pg_admin.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1 "
+        "AND datname = $2 AND pid <> pg_backend_pid()",
+        SUPERUSER, APP_DB,
+    )  # fmt: skip
+    assert ended >= 1
+    for _ in range(3):
+        assert await current_user(dsn) == AQ_USER
+
+
+async def test_a_lookup_that_cannot_run_is_a_clear_fatal_and_a_log_line(
+    make_proxy: MakeProxy, aq_roles: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = await make_proxy(
+        pools=[pool_entry(AQ_POOL, user=None)],
+        users=[{"name": SCRAM_USER, "password": SCRAM_PASSWORD}],  # no right to read pg_authid
+        proxy={"auth_user": SCRAM_USER},
+    )
+    error = await login_error(url(proxy, AQ_USER, AQ_PASSWORD))
+    assert error == {
+        "severity": "FATAL",
+        "sqlstate": "08006",
+        "message": "could not look up the user's password (auth_query); see pyproxy's log",
+    }
+    assert "auth_query as pyproxy_scram" in caplog.text
+    assert "permission denied" in caplog.text
+
+
 # ---- stored secrets in the config --------------------------------------------------------------
 
 
