@@ -76,7 +76,10 @@ def _password(
             return None
         where = f"{key}.password_env ({var})"
     elif "password" in t:
-        password = _string(t, "password", key, None, errs)
+        password = t["password"]
+        if not isinstance(password, str) or "\x00" in password:
+            errs.append(f"{key}.password: must be a string (the value is not shown)")
+            return None
         where = f"{key}.password"
     else:
         errs.append(

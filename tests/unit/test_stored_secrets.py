@@ -187,12 +187,13 @@ def test_password_env_is_read_and_never_shown() -> None:
         ({"name": "u", "password": "x", "password_env": "U"}, "either password or password_env"),
         ({"name": "u", "password": "SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB"}, "key lengths"),
         ({"name": "u", "password": "SCRAM-SHA-256$nope"}, "looks like a SCRAM verifier"),
+        ({"name": "u", "password": 8008135}, "must be a string (the value is not shown)"),
     ],
 )
 def test_bad_user_secrets_are_named_but_not_shown(user: dict[str, Any], needle: str) -> None:
     text = errors(config([user]))
     assert needle in text
-    assert "AAAA" not in text and "nope" not in text
+    assert "AAAA" not in text and "nope" not in text and "8008135" not in text
 
 
 def test_auth_user_must_be_a_user_and_auth_query_must_take_the_name() -> None:
