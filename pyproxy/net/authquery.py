@@ -14,6 +14,7 @@ from pyproxy.config import ClusterConfig, PoolConfig
 from pyproxy.errors import CONNECTION_FAILURE, PgError
 from pyproxy.pool.pool import Pool
 from pyproxy.proto import messages as m
+from pyproxy.proto.phases import ServerPhase
 
 if TYPE_CHECKING:
     from pyproxy.net.server import ServerConn
@@ -152,13 +153,23 @@ async def _no(pool: Pool) -> ServerConn:
 
 
 async def _run(server: ServerConn, request: bytes) -> tuple[dict[str, str] | None, list]:
+    """Send pyproxy's own ``request`` (ending with Sync) on an idle server of no pool; its
+    first error and its rows, once its ReadyForQuery came (the server is idle again)."""
     future: asyncio.Future[tuple[dict[str, str] | None, list]] = (
         asyncio.get_running_loop().create_future()
     )
 
     def then(error: dict[str, str] | None, rows: list) -> None:
+        if server.phase is ServerPhase.CHECK:
+            server.move(ServerPhase.IDLE)
         if not future.done():
             future.set_result((error, rows))
 
-    server.run_own(request, then)
+    # The server's own-query path (see ServerConn._swallow) collects the answer.
+    server.move(ServerPhase.CHECK)
+    server.after = then
+    server.swallow_error = None
+    server.swallow_rows = []
+    assert server.transport is not None
+    server.transport.write(request)
     return await future

@@ -259,22 +259,6 @@ class ServerConn(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(m.query(sql))
 
-    def run_own(self, request: bytes, then: Any) -> None:
-        """Run a request of pyproxy's own (ending with Sync) on an idle server of no pool, such
-        as auth_query's; ``then(error, rows)`` gets its answer and the server is idle again."""
-
-        def done(error: dict[str, str] | None, rows: list[list[str | None]]) -> None:
-            if self.phase is S.CHECK:
-                self.move(S.IDLE)
-            then(error, rows)
-
-        self.move(S.CHECK)
-        self.after = done
-        self.swallow_error = None
-        self.swallow_rows = []
-        assert self.transport is not None
-        self.transport.write(request)
-
     def clean(self, sql: str) -> None:
         """Run ``sql`` (ROLLBACK, a reset query) unseen by any client, then back to the pool's
         release path; a failure, or a transaction still open after it, closes the server."""
