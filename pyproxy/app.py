@@ -27,7 +27,7 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.registry = PoolRegistry(config, self._connect)
-        self.state = ProxyState(config, self.registry)
+        self.state = ProxyState(config, self.registry, self._connect)
         self.store = None
         self.admin = None
         self._server: asyncio.Server | None = None
@@ -45,6 +45,7 @@ class App:
             tracked=self.state.tracked,
             tls=self.state.tls.server(files),
             sslmode=files.mode,
+            keys=self.state.keys.get(pool.cluster.id, pool.login_user),
         )
 
     async def start(self) -> None:
@@ -150,6 +151,7 @@ class App:
             client.kick(err)
         for pool in self.registry.live_pools():
             pool.close_all("shutdown")
+        self.state.auth_query.close()
         if self._janitor is not None:
             self._janitor.cancel()
         for task in list(self.state.tasks):

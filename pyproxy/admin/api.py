@@ -412,7 +412,12 @@ class AdminApi:
             "db": pool.db,
             "user": pool.user,
             "connection": connection_info(
-                pool.name, host, port, pool.user, user and user.password, self.client_ssl
+                pool.name,
+                host,
+                port,
+                pool.user,
+                user.shown_password if user else None,
+                self.client_ssl,
             ),
             "source": pool.source,
         }

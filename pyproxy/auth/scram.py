@@ -234,6 +234,11 @@ class ScramServer:
         self._nonce = ""
         self._client_first_bare = ""
         self._server_first = ""
+        self.client_key: bytes | None = None  # recovered from a valid proof (pass-through)
+
+    @property
+    def secret(self) -> ScramSecret:
+        return self._secret
 
     def handle_client_first(self, data: bytes, mechanism: str = MECHANISM) -> bytes:
         """Take the client-first-message (for the ``mechanism`` the client chose); return the
@@ -300,6 +305,7 @@ class ScramServer:
         valid = hmac.compare_digest(hashlib.sha256(client_key).digest(), s.stored_key)
         if self._mock or not valid:
             raise AuthFailed(_FAILED)
+        self.client_key = client_key
         self._state = "done"
         return f"v={_b64(_hmac(s.server_key, auth_bytes))}".encode("ascii")
 

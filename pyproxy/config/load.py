@@ -47,6 +47,13 @@ from pyproxy.config.tls import (
     admin_tls,
     tls_settings,
 )
+from pyproxy.config.users import (
+    CLUSTER_AUTH_KEYS,
+    PROXY_AUTH_KEYS,
+    parse_cluster_auth,
+    parse_proxy_auth,
+    parse_users,
+)
 from pyproxy.config.validate import (
     check_budget,
     parse_listen,
@@ -75,6 +82,7 @@ _PROXY_ONLY_KEYS = frozenset(
         "ignore_startup_parameters",
         "replay_exclude",
     }
+    | PROXY_AUTH_KEYS
 )
 _PROXY_KEYS = _PROXY_ONLY_KEYS | _SETTINGS_FIELDS.keys() | CLIENT_TLS_KEYS | SERVER_TLS_KEYS
 _ADMIN_KEYS = (
@@ -84,8 +92,8 @@ _ADMIN_KEYS = (
 _CLUSTER_KEYS = (
     frozenset({"id", "host", "port", "ram_gib", "max_connections", "users", "pools"})
     | SERVER_TLS_KEYS
+    | CLUSTER_AUTH_KEYS
 )
-_USER_KEYS = frozenset({"name", "password"})
 _POOL_KEYS = frozenset({"name", "db", "user", "size", "mode"}) | _SETTINGS_FIELDS.keys()
 
 
@@ -133,7 +141,7 @@ def parse_config(
     if admin.enabled:
         cert, key = admin_tls(admin_table, base_dir, errs)
         admin = replace(admin, tls_cert_file=cert, tls_key_file=key)
-    clusters = _parse_clusters(data.get("clusters", []), proxy.defaults, errs)
+    clusters = _parse_clusters(data.get("clusters", []), proxy, env, errs)
     clusters = tuple(
         replace(c, server_tls=tls_settings(t, "server", f"clusters[{i}]", proxy.server_tls,
                                            base_dir, errs))
@@ -193,6 +201,7 @@ def _parse_proxy(t: Mapping[str, Any], errs: list[str]) -> ProxyConfig:
             t, "ignore_startup_parameters", "proxy", d.ignore_startup_parameters, errs
         ),
         replay_exclude=_names(t, "replay_exclude", "proxy", d.replay_exclude, errs),
+        **parse_proxy_auth(t, errs),
         # [proxy].max_client_conn is the proxy-wide limit, not a per-pool default.
         defaults=_parse_settings(t, PoolSettings(), "proxy", errs, skip={"max_client_conn"}),
     )
@@ -240,8 +249,9 @@ def _parse_admin(
 
 
 def _parse_clusters(
-    value: object, defaults: PoolSettings, errs: list[str]
+    value: object, proxy: ProxyConfig, env: Mapping[str, str], errs: list[str]
 ) -> tuple[ClusterConfig, ...]:
+    defaults = proxy.defaults
     clusters: list[ClusterConfig] = []
     ids: dict[str, str] = {}
     pool_names: dict[str, str] = {}
@@ -257,7 +267,7 @@ def _parse_clusters(
         if not _is_host(host):
             errs.append(f"{prefix}.host: must be an IP address or host name, got {_show(host)}")
         ram_gib, max_connections, budget_ok = _budget_keys(t, prefix, errs)
-        users = _parse_users(t.get("users", []), prefix, errs)
+        users = parse_users(t.get("users", []), prefix, env, errs)
         pools = _parse_pools(t.get("pools", []), prefix, users, defaults, pool_names, errs)
         cluster = ClusterConfig(
             id=cid or "",
@@ -267,6 +277,7 @@ def _parse_clusters(
             max_connections=max_connections,
             users=users,
             pools=pools,
+            **parse_cluster_auth(t, prefix, proxy, users, errs),
         )
         problem = check_budget(cluster, pools) if budget_ok else None
         if problem:
@@ -313,24 +324,6 @@ def _budget_keys(
             ram_gib = float(value)
     max_connections = _int(t, "max_connections", prefix, None, 1, errs)
     return ram_gib, max_connections, len(errs) == before
-
-
-def _parse_users(value: object, prefix: str, errs: list[str]) -> tuple[UserConfig, ...]:
-    users: dict[str, UserConfig] = {}
-    for j, t in _array_of_tables(value, f"{prefix}.users", errs):
-        key = f"{prefix}.users[{j}]"
-        _check_keys(t, _USER_KEYS, key, errs)
-        name = _required_string(t, "name", key, errs, "the user name on the server")
-        password = _string(t, "password", key, None, errs)
-        if password is None and "password" not in t:
-            errs.append(f"{key}.password: required (the password of user {_show(name)})")
-        if name is None:
-            continue
-        if name in users:
-            errs.append(f"{key}.name: user {_show(name)} is listed twice in {prefix}.users")
-            continue
-        users[name] = UserConfig(name=name, password=password or "")
-    return tuple(users.values())
 
 
 def _parse_pools(

@@ -9,6 +9,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pyproxy.auth.passthrough import ScramKeys
 from pyproxy.auth.scram import AuthFailed
 from pyproxy.auth.server_login import ServerLogin
 from pyproxy.errors import (
@@ -44,10 +45,15 @@ class ServerLoginDriver:
     the login failed (PostgreSQL's own error where it sent one)."""
 
     def __init__(
-        self, server: ServerConn, pool: Pool, max_packet: int, tls: Negotiation | None = None
+        self,
+        server: ServerConn,
+        pool: Pool,
+        max_packet: int,
+        tls: Negotiation | None = None,
+        keys: ScramKeys | None = None,
     ) -> None:
         self.server = server
-        self.auth = ServerLogin(pool.login_user, pool.login_password)
+        self.auth = ServerLogin(pool.login_user, pool.login_password, keys)
         self.framer = MessageFramer(max_packet)
         self.startup_message = m.startup_message({"user": pool.login_user, "database": pool.cfg.db})
         self.tls = tls
@@ -132,17 +138,19 @@ async def open_server(
     tracked: frozenset[str] = frozenset(),
     tls: ssl.SSLContext | None = None,
     sslmode: str = "disable",
+    keys: ScramKeys | None = None,
 ) -> ServerConn:
     """Connect and log in to the pool's PostgreSQL (over TLS as ``sslmode`` asks, with
     ``tls``); raise PgError with the real reason. sslmode allow: plaintext first, TLS when
-    that login fails for a reason TLS could change."""
+    that login fails for a reason TLS could change. ``keys``: SCRAM keys from a client's login
+    as the pool's user, for pass-through."""
     if sslmode == "allow" and tls is not None:
         try:
-            return await _open(pool, max_packet, timeout, tracked, None)
+            return await _open(pool, max_packet, timeout, tracked, None, keys=keys)
         except PgError as exc:
             if exc.sqlstate in ALLOW_NO_RETRY:
                 raise
-    return await _open(pool, max_packet, timeout, tracked, tls, sslmode)
+    return await _open(pool, max_packet, timeout, tracked, tls, sslmode, keys)
 
 
 async def _open(
@@ -152,6 +160,7 @@ async def _open(
     tracked: frozenset[str],
     tls: ssl.SSLContext | None,
     sslmode: str = "disable",
+    keys: ScramKeys | None = None,
 ) -> ServerConn:
     loop = asyncio.get_running_loop()
     cluster = pool.cluster
@@ -161,7 +170,7 @@ async def _open(
         negotiation = None
         if tls is not None:
             negotiation = Negotiation(tls, sslmode, cluster.host, cluster.port)
-        server.login = ServerLoginDriver(server, pool, max_packet, negotiation)
+        server.login = ServerLoginDriver(server, pool, max_packet, negotiation, keys)
         return server
 
     try:

@@ -73,6 +73,14 @@ def query(sql: str) -> bytes:
     return message(b"Q", cstr(sql))
 
 
+def extended_query(sql: str, params: list[str]) -> bytes:
+    """Parse, Bind (text parameters), Execute and Sync of the unnamed statement and portal."""
+    parse = cstr("") + cstr(sql) + b"\x00\x00"
+    values = b"".join(_I.pack(len(v.encode())) + v.encode() for v in params)
+    bind = b"\x00\x00" + b"\x00\x00" + struct.pack("!H", len(params)) + values + b"\x00\x00"
+    return message(b"P", parse) + message(b"B", bind) + message(b"E", b"\x00" + _I.pack(0)) + SYNC
+
+
 def password_message(data: bytes) -> bytes:
     return message(b"p", data)
 
