@@ -1,4 +1,4 @@
-"""Listening sockets for PostgreSQL clients (where TLS contexts and SO_REUSEPORT will go)."""
+"""Listening sockets for PostgreSQL clients; SO_REUSEPORT when worker processes share one."""
 
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ class AdminFront:
             throttle=LoginThrottle(proxy.auth_failure_limit, proxy.auth_failure_window),
         )
         self.api = self.server.api
+        self.api.client_ssl = config.proxy.client_tls.mode != "disable"
         self.server.http.handler = self.handle
         view.client_address = lambda: (config.proxy.listen_host, sup.port)
         view.client_count = view.clients_total
@@ -53,6 +54,8 @@ class AdminFront:
     def reload(self, config: Config) -> None:
         self.config = config
         proxy = config.proxy
+        self.api.client_ssl = proxy.client_tls.mode != "disable"
+        self.server.reload_tls(config.admin)
         old = self.api.throttle
         if (old.limit, old.window) != (proxy.auth_failure_limit, proxy.auth_failure_window):
             self.api.throttle = LoginThrottle(proxy.auth_failure_limit, proxy.auth_failure_window)
