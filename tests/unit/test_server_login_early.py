@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from pyproxy.net.connect import _logging_in
+from pyproxy.net.connect import ServerLoginDriver
+from pyproxy.net.server import ServerConn
 from pyproxy.proto import messages as m
 from tests.support import fakes
 
@@ -16,7 +17,8 @@ def test_a_login_finished_before_it_is_awaited_yields_the_server() -> None:
         servers, _ = fakes.world(0)
         pool = servers[0].pool
         assert pool is not None
-        server = _logging_in(pool, 1 << 20, frozenset())
+        server = ServerConn(pool, max_packet=1 << 20, tracked=frozenset())
+        server.login = ServerLoginDriver(server, pool, 1 << 20)
         server.connection_made(fakes.Transport())  # type: ignore[arg-type]
         auth_ok = fakes.message(b"R", b"\x00\x00\x00\x00")
         key = fakes.message(b"K", (1234).to_bytes(4, "big") + (5678).to_bytes(4, "big"))
