@@ -119,20 +119,22 @@ class Supervisor:
         if self.config.admin.enabled:
             # Before any worker: a bad admin config stops the start here; a worker that
             # connects later gets the definitions with its start message.
-            self.front = AdminFront(self.config, self.view, self)
-            self.front.load_store()
             try:
+                self.front = AdminFront(self.config, self.view, self)
+                self.front.load_store()
                 await self.front.start()
             except BaseException:
-                self.front.store.close()
+                if self.front is not None:
+                    self.front.store.close()
                 self._cleanup()
                 raise
         for handle in self.handles:
             self._spawn(handle)
         try:
             async with asyncio.timeout(READY_TIMEOUT):
-                for handle in self.handles:
-                    await handle.ready.wait()
+                # (a worker restarted meanwhile has a new ``ready`` event: look again each time)
+                while not all(h.ready.is_set() for h in self.handles):
+                    await asyncio.sleep(0.02)
         except TimeoutError:
             await self.stop()
             raise OSError(f"workers did not start within {READY_TIMEOUT:g} s") from None
