@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 MODES = ("session", "transaction", "statement")
 AUTH_TYPES = ("trust", "md5", "scram-sha-256")
+LOG_FORMATS = ("text", "json")
 SESSION_STATE_POLICIES = ("pin", "warn", "error", "allow")
 
 
@@ -51,6 +52,12 @@ class ProxyConfig:
     track_extra_parameters: tuple[str, ...] = ("IntervalStyle",)
     ignore_startup_parameters: tuple[str, ...] = ("extra_float_digits",)
     replay_exclude: tuple[str, ...] = ()  # session settings never replayed on another server
+    # The admin console (database "pgbouncer" or "pyproxy"): users allowed every command, and
+    # users allowed SHOW only.
+    admin_users: tuple[str, ...] = ()
+    stats_users: tuple[str, ...] = ()
+    log_format: str = "text"  # "text" or "json" (one object per line)
+    stats_period: float = 60.0  # seconds between stats log lines and SHOW STATS averages; 0 = off
     defaults: PoolSettings = field(default_factory=PoolSettings)
 
 
