@@ -25,20 +25,32 @@ class CounterSource(Protocol):
     """What the counters are read from (the pool registry)."""
 
     def pool_counters(self, name: str) -> dict[str, Any]: ...
+    def live_pools(self, name: str | None = None) -> list[Any]: ...
 
 
 def totals(source: CounterSource, name: str) -> dict[str, int]:
     """SHOW STATS_TOTALS' figures of pool ``name`` (times in microseconds), plus ``wait_count``.
 
-    pyproxy counts transactions (statements in statement mode) and queue waits; the other
-    counters PgBouncer keeps (queries, bytes, transaction and query time, assignments, parses,
-    binds) read 0 until pyproxy counts them.
+    Transactions (statements in statement mode) and queue waits come from the pool's counters;
+    queries, bytes and transaction and query time from its latency histograms (``figures``) in
+    builds that keep them. Server assignments, parses and binds read 0: pyproxy does not count
+    them.
     """
     found = source.pool_counters(name)
     out = dict.fromkeys(STATS_FIELDS, 0)
     out["xact_count"] = int(found.get("xact_count", 0))
     out["wait_time"] = int(found.get("wait_time", 0.0) * 1_000_000)
     out["wait_count"] = int(found.get("wait_count", 0))
+    for pool in source.live_pools(name):
+        figures = getattr(pool, "figures", None)
+        if figures is None:
+            continue
+        # A one-query transaction is observed once, in ``one``, and counts as both.
+        out["query_count"] += sum(figures.one) + sum(figures.query)
+        out["received"] += figures.received
+        out["sent"] += figures.sent
+        out["xact_time"] += int((figures.one_sum + figures.xact_sum) * 1_000_000)
+        out["query_time"] += int((figures.one_sum + figures.query_sum) * 1_000_000)
     return out
 
 
