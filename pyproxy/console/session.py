@@ -49,9 +49,11 @@ _CONSOLE_PARAMS = {
 
 
 class _Session:
-    """One console client: its framer, the messages not answered yet, a command running."""
+    """One console client: its role, its framer, the messages not answered yet, a command
+    running."""
 
-    def __init__(self, max_packet: int) -> None:
+    def __init__(self, role: str, max_packet: int) -> None:
+        self.role = role
         self.framer = MessageFramer(max_packet)
         self.queue: deque[tuple[int, bytes]] = deque()
         self.busy = False
@@ -98,11 +100,18 @@ class Console:
 
     # ---- messages ---------------------------------------------------------------------------
 
+    def attach(self, client: Any, role: str) -> None:
+        """A logged-in console client of ``role``: its connection's bytes come here from now
+        on (its transport's protocol is swapped; the client object stays the connection's
+        owner for SHOW CLIENTS, KILL_CLIENT, flow control and its end)."""
+        self._sessions[client] = _Session(role, self.config().proxy.max_packet_size)
+        client.transport.set_protocol(_ConsoleProtocol(self, client))
+
     def feed(self, client: Any, data: bytes) -> None:
         session = self._sessions.get(client)
         if session is None:
-            session = _Session(self.config().proxy.max_packet_size)
-            self._sessions[client] = session
+            client.close_quietly()
+            return
         try:
             session.queue.extend(session.framer.feed(data))
         except PgError as err:
@@ -147,7 +156,7 @@ class Console:
         out: list[bytes] = []
         try:
             for text in statements:
-                answer = self.commands.run(text, client.console_role, client.user)
+                answer = self.commands.run(text, session.role, client.user)
                 if inspect.isawaitable(answer):
                     answer = await answer
                 if answer is None:  # SHUTDOWN: the connection ends with the proxy
@@ -165,6 +174,27 @@ class Console:
             return
         client.transport.write(b"".join(out) + m.READY_IDLE)
         self._drain(client, session)
+
+
+class _ConsoleProtocol(asyncio.Protocol):
+    """A console client's connection after login: bytes to the console, the rest to the client
+    object."""
+
+    def __init__(self, console: Console, client: Any) -> None:
+        self.console = console
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.console.feed(self.client, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.client.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.client.resume_writing()
 
 
 def _encode(answer: Answer) -> bytes:

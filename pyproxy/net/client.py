@@ -120,7 +120,6 @@ class ClientConn(Releasing, asyncio.Protocol):
         self.retry: bytes | None = None
         self.retries = 0
         self.retry_ok = True
-        self.console_role = ""  # an admin console client: "admin" or "stats"
 
     def move(self, to: ClientPhase) -> None:
         self.phase = client_moves(self.phase, to)
@@ -318,9 +317,7 @@ class ClientConn(Releasing, asyncio.Protocol):
     def _ready_data(self, data: bytes) -> None:
         """A request while no server is linked."""
         pool = self.pool
-        if pool is None:  # the admin console answers this client
-            self.proxy.console.feed(self, data)  # type: ignore[union-attr]
-            return
+        assert pool is not None
         if pool.waiters and not (
             self.discard or self.tail or self.statement_mode or data[0] in _NOT_PLAIN_FIRST
         ):

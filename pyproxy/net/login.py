@@ -332,7 +332,6 @@ class Login:
                 )
             )
             return
-        client.console_role = role
         client.key = proxy.cancels.new_key(client)
         hello = console.greeting(client.params.get("application_name", ""))
         client.transport.write(hello + m.backend_key_data(*client.key) + m.READY_IDLE)
@@ -340,8 +339,9 @@ class Login:
         client.logged_in()
         log.info("[c%d] %s opened the admin console as %s (%s)", client.id, client.peer,
                  client.user, role)  # fmt: skip
+        console.attach(client, role)  # from now on the console reads this connection
         if rest:
-            client.data_received(rest)
+            console.feed(client, rest)
 
     # ---- the greeting ---------------------------------------------------------------------------
 
