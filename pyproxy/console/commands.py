@@ -49,7 +49,7 @@ USAGE = (
     "SHUTDOWN",
 )
 HINT = "commands: " + "; ".join(USAGE)
-_COMMAND = re.compile(r"\s*([A-Za-z_]+)(?:\s+(\S+))?\s*$", re.S)
+_COMMAND = re.compile(r'\s*([A-Za-z_]+)(?:\s+("[^"]*"|[^"\s]+))?\s*$', re.S)
 _NAME = re.compile(r'"([^"]*)"|([^"\s]+)$')
 
 

@@ -147,18 +147,17 @@ async def test_every_show_command_has_pgbouncer_columns_through_psql(
     proxy: RunningProxy,
 ) -> None:
     env = {"PGPASSWORD": SCRAM_PASSWORD, "PGCONNECT_TIMEOUT": "5", "PGSSLMODE": "disable"}
-    argv = ["psql", "-X", "-A", "-h", proxy.host, "-p", str(proxy.port), "-U", SCRAM_USER,
+    base = ["psql", "-X", "-A", "-h", proxy.host, "-p", str(proxy.port), "-U", SCRAM_USER,
             "-d", "pgbouncer"]  # fmt: skip
+    argv = list(base)
     for command in PGBOUNCER_1_25:
         argv += ["-c", f"SHOW {command};"]
     rc, out, err = await run(argv, env=env)
     assert rc == 0, err
-    headers = [line for line in out.splitlines() if line.startswith(("database|", "type|"))]
-    headers += [line for line in out.splitlines() if line.split("|")[0] in
-                ("name", "list", "key", "version")]  # fmt: skip
+    lines = out.splitlines()  # unaligned output: each result starts with its header line
     for command in PGBOUNCER_1_25:
-        assert "|".join(expected(command)[0]) in headers, command
-    rc, out, err = await run([*argv[:-12], "-c", "SHOW HELP"], env=env)
+        assert "|".join(expected(command)[0]) in lines, command
+    rc, out, err = await run([*base, "-c", "SHOW HELP"], env=env)
     assert rc == 0 and "Console usage" in err and "KILL_CLIENT" in err, (out, err)
 
 
