@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyproxy.config import parse_config
+from pyproxy.config import parse_config, validate_pool_name
 from pyproxy.errors import ConfigError
 
 ADMIN_OFF = {"enabled": False}
@@ -41,3 +41,14 @@ def test_logging_defaults_follow_pgbouncer() -> None:
     cfg = proxy()
     assert (cfg.log_format, cfg.stats_period) == ("text", 60.0)
     assert proxy(log_format="json", stats_period=0).stats_period == 0
+
+
+@pytest.mark.parametrize("name", ["pgbouncer", "pyproxy"])
+def test_the_console_names_are_no_pool_names(name: str) -> None:
+    cluster = {"id": "9cc10173-e9ea-4176-9dbc-a4cee4c4ff30", "max_connections": 10,
+               "pools": [{"name": name, "db": "app", "size": 1, "user": "u"}],
+               "users": [{"name": "u", "password": "p"}]}  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        parse_config({"admin": ADMIN_OFF, "clusters": [cluster]})
+    assert "admin console" in str(err.value)
+    assert validate_pool_name(name) is not None and "admin console" in str(validate_pool_name(name))
