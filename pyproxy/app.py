@@ -88,6 +88,7 @@ class App:
                 self.store.close()
                 raise
             self.admin_port = self.admin.port
+            self.admin.api.metrics_per_transaction = lambda: self.config.proxy.metrics
         self._janitor = loop.create_task(self._maintain())
 
     async def _maintain(self) -> None:

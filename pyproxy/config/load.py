@@ -67,6 +67,7 @@ _PROXY_ONLY_KEYS = frozenset(
         "track_extra_parameters",
         "ignore_startup_parameters",
         "replay_exclude",
+        "metrics",
     }
 )
 _PROXY_KEYS = _PROXY_ONLY_KEYS | _SETTINGS_FIELDS.keys()
@@ -164,6 +165,7 @@ def _parse_proxy(t: Mapping[str, Any], errs: list[str]) -> ProxyConfig:
             t, "ignore_startup_parameters", "proxy", d.ignore_startup_parameters, errs
         ),
         replay_exclude=_names(t, "replay_exclude", "proxy", d.replay_exclude, errs),
+        metrics=_bool(t, "metrics", "proxy", d.metrics, errs),
         # [proxy].max_client_conn is the proxy-wide limit, not a per-pool default.
         defaults=_parse_settings(t, PoolSettings(), "proxy", errs, skip={"max_client_conn"}),
     )

@@ -51,6 +51,7 @@ class ProxyConfig:
     track_extra_parameters: tuple[str, ...] = ("IntervalStyle",)
     ignore_startup_parameters: tuple[str, ...] = ("extra_float_digits",)
     replay_exclude: tuple[str, ...] = ()  # session settings never replayed on another server
+    metrics: bool = True  # per-transaction figures for /metrics (histograms, bytes)
     defaults: PoolSettings = field(default_factory=PoolSettings)
 
 
