@@ -13,6 +13,9 @@ Instruction counts are exact and repeatable, unlike timings on a shared machine:
 whether a change to the hot path adds or removes work. This complements `bench.run`, which
 measures the real thing (sockets, kernel, PostgreSQL) against PgBouncer.
 
+With ``--metrics-cost`` it measures every case twice, with ``[proxy] metrics`` on and off, and
+prints the difference: what the per-transaction figures of /metrics cost on the data path.
+
 With ``--baseline REF`` it also measures pyproxy's source at git commit REF, with this harness,
 in a child process whose PYTHONPATH puts that source first, and prints both side by side.
 """
@@ -80,10 +83,10 @@ def start_clients(clients: list[ClientConn], protocol: str) -> bytes:
 
 
 def measure(
-    situation: str, protocol: str, count: int, mode: str = "transaction"
+    situation: str, protocol: str, count: int, mode: str = "transaction", metrics: bool = True
 ) -> tuple[float, float]:
-    """(µs, bytecode instructions) per transaction."""
-    servers, clients = world(SITUATIONS[situation], mode)
+    """(µs, bytecode instructions) per transaction; ``metrics``: [proxy] metrics."""
+    servers, clients = world(SITUATIONS[situation], mode, metrics)
     request = start_clients(clients, protocol)
     transactions(servers, request, 1000)  # warm up
     best = float("inf")
@@ -203,6 +206,24 @@ def _print_side_by_side(new: list[Row], base: list[Row], name: str) -> None:
         )
 
 
+async def _print_metrics_cost(count: int) -> None:
+    """Each case with [proxy] metrics on, then off, and the difference."""
+    print(
+        f"{'mode':12} {'situation':10} {'protocol':9} {'µs on':>7} {'µs off':>7} {'µs diff':>7}"
+        f" {'instr on':>9} {'instr off':>9} {'instr diff':>10}"
+    )
+    for mode in MODES:
+        for situation in SITUATIONS:
+            for protocol in PROTOCOLS:
+                us_on, on = measure(situation, protocol, count, mode, metrics=True)
+                us_off, off = measure(situation, protocol, count, mode, metrics=False)
+                print(
+                    f"{mode:12} {situation:10} {protocol:9} {us_on:7.2f} {us_off:7.2f} "
+                    f"{us_on - us_off:+7.2f} {on:9.0f} {off:9.0f} {on - off:+10.0f}",
+                    flush=True,
+                )
+
+
 def measure_with_own_harness(ref: str, count: int) -> tuple[Path, list[Row]]:
     """The baseline measured by its own bench.hotpath (its pyproxy, bench and tests), for a
     commit whose internals this tree's harness no longer drives."""
@@ -267,7 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", action="store_true", help="print the figures and pyproxy's path as JSON"
     )
+    parser.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="measure with [proxy] metrics on and off, side by side",
+    )
     args = parser.parse_args(argv)
+    if args.metrics_cost:
+        asyncio.run(_print_metrics_cost(args.transactions))
+        return 0
     if args.baseline:
         return compare(args.baseline, args.transactions)
     if args.json:
