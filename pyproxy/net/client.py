@@ -14,6 +14,7 @@ from pyproxy.net.connect import peer_address
 from pyproxy.net.login import Login
 from pyproxy.net.relay import joined, pause_peer, resume_cut, resume_peer, stream_or_keep
 from pyproxy.net.release import Releasing
+from pyproxy.pool.figures import own_error
 from pyproxy.proto import messages as m
 from pyproxy.proto.codes import COPY_DATA, COPY_IN_TYPES, FRONTEND_TYPES, IDLE, TERMINATE
 from pyproxy.proto.framing import count_ready
@@ -178,8 +179,7 @@ class ClientConn(Releasing, asyncio.Protocol):
         """Send an error and close (FATAL)."""
         if self.phase is C.CLOSED or self.transport is None:
             return
-        if self.pool is not None:
-            self.pool.figures.error(err.sqlstate, "pyproxy")
+        own_error(self.pool, err.sqlstate)
         self.transport.write(
             m.error_response(
                 err.sqlstate, err.message, severity="FATAL", detail=err.detail, hint=err.hint
@@ -312,6 +312,7 @@ class ClientConn(Releasing, asyncio.Protocol):
             if err.fatal:
                 self.fatal(err)
             else:
+                own_error(self.pool, err.sqlstate)
                 self.transport.write(
                     m.error_response(err.sqlstate, err.message, detail=err.detail, hint=err.hint)
                     + m.READY_IDLE
@@ -480,8 +481,7 @@ class ClientConn(Releasing, asyncio.Protocol):
         if err.fatal:
             self.fatal(err)
             return
-        if self.pool is not None:
-            self.pool.figures.error(err.sqlstate, "pyproxy")
+        own_error(self.pool, err.sqlstate)
         data = b"".join(self.pending_data)
         self.pending_data.clear()
         units = max(count_ready(data), 1)

@@ -15,6 +15,7 @@ its end when it ran more than one.
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 from pyproxy.proto.codes import IDLE
 from pyproxy.proto.messages import parse_fields
@@ -120,3 +121,9 @@ class Figures:
 
     def cancel(self, outcome: str) -> None:
         self.cancels[outcome] = self.cancels.get(outcome, 0) + 1
+
+
+def own_error(pool: Any, sqlstate: str) -> None:
+    """pyproxy sent a client of ``pool`` (a Pool, or None before login) an error of its own."""
+    if pool is not None:
+        pool.figures.error(sqlstate, "pyproxy")
