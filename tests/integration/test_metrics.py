@@ -70,6 +70,17 @@ async def _scrape(http: httpx.AsyncClient) -> Scrape:
     return Scrape(resp.text)
 
 
+async def _until_waiting(http: httpx.AsyncClient) -> Scrape:
+    """Scrape until one client of the pool waits in the queue."""
+    for _ in range(200):
+        got = await _scrape(http)
+        if got.value("pyproxy_pool_clients", pool=FILE_POOL, state="waiting"):
+            break
+        await asyncio.sleep(0.01)
+    assert got.value("pyproxy_pool_clients", pool=FILE_POOL, state="waiting") == 1
+    return got
+
+
 def _dsn(port: int) -> str:
     return (
         f"host=127.0.0.1 port={port} user={SCRAM_USER} password={SCRAM_PASSWORD} dbname={FILE_POOL}"
@@ -121,8 +132,9 @@ async def test_metrics_count_transactions_and_queue_waits(pg: PgServer, tmp_path
 
 
 async def test_histograms_count_what_psycopg_ran(pg: PgServer, tmp_path: Path) -> None:
-    """12 transactions of 15 queries (one a failed division), counted exactly, by both the
-    fast lane and the general path; the error is counted by its SQLSTATE class."""
+    """psycopg runs 12 transactions of 15 queries (one a failed division), asyncpg 5 simple
+    queries: counted exactly, by both the fast lane and the general path; the error is counted
+    by its SQLSTATE class."""
     async with running_admin(admin_config(pg, tmp_path / "state.db")) as admin:
         conn = await _psycopg(admin.client_port)
         try:
@@ -135,11 +147,17 @@ async def test_histograms_count_what_psycopg_ran(pg: PgServer, tmp_path: Path) -
                 await conn.execute("SELECT 1/0")
         finally:
             await conn.close()
+        other = await _asyncpg(admin.client_port)
+        try:
+            for _ in range(5):  # no arguments: the simple protocol, one ReadyForQuery each
+                await other.execute("SELECT 1")
+        finally:
+            await other.close()
         got = await _scrape(admin.http)
-    assert got.histogram_count("pyproxy_pool_transaction_duration_seconds") == 12
-    assert got.histogram_count("pyproxy_pool_query_duration_seconds") == 15
-    assert got.value("pyproxy_pool_transactions_total", pool=FILE_POOL) == 12
-    assert got.value("pyproxy_pool_queries_total", pool=FILE_POOL) == 15
+    assert got.histogram_count("pyproxy_pool_transaction_duration_seconds") == 17
+    assert got.histogram_count("pyproxy_pool_query_duration_seconds") == 20
+    assert got.value("pyproxy_pool_transactions_total", pool=FILE_POOL) == 17
+    assert got.value("pyproxy_pool_queries_total", pool=FILE_POOL) == 20
     xact_sum = got.value("pyproxy_pool_transaction_duration_seconds_sum", pool=FILE_POOL)
     query_sum = got.value("pyproxy_pool_query_duration_seconds_sum", pool=FILE_POOL)
     assert query_sum > 0
@@ -163,7 +181,8 @@ async def test_gauges_and_wait_histogram_follow_held_transactions(
     """Two clients hold a transaction each (the pool's two servers), a third queues behind
     them; the gauges show it, then the wait histogram counts the queued client once (the
     second client may have waited too, for its server to be opened). A cancel
-    of a running query is counted, and so is its 57014."""
+    of a running query is counted, and so is its 57014; so is a cancel of a queued client,
+    and pyproxy's own 57014 for it."""
     assert FILE_POOL_SIZE == 2
     async with running_admin(admin_config(pg, tmp_path / "state.db")) as admin:
         port = admin.client_port
@@ -180,12 +199,7 @@ async def test_gauges_and_wait_histogram_follow_held_transactions(
             await b.execute("BEGIN")
             await b.execute("SELECT 1")
             queued = asyncio.create_task(c.execute("SELECT 3"))
-            for _ in range(100):
-                got = await _scrape(admin.http)
-                if got.value("pyproxy_pool_clients", pool=FILE_POOL, state="waiting"):
-                    break
-                await asyncio.sleep(0.01)
-            assert got.value("pyproxy_pool_clients", pool=FILE_POOL, state="waiting") == 1
+            got = await _until_waiting(admin.http)
             assert got.value("pyproxy_pool_clients", pool=FILE_POOL, state="active") == 2
             assert got.value("pyproxy_pool_servers", pool=FILE_POOL, state="active") == 2
             assert got.value("pyproxy_pool_servers", pool=FILE_POOL, state="idle") == 0
@@ -219,6 +233,31 @@ async def test_gauges_and_wait_histogram_follow_held_transactions(
                 )
                 == 1
             )
+
+            # A cancel of a queued client: pyproxy answers it with its own 57014.
+            await b.execute("BEGIN")
+            await b.execute("SELECT 1")
+            held_a = a.transaction()
+            await held_a.start()
+            await a.fetchval("SELECT 1")
+            queued = asyncio.create_task(c.execute("SELECT 4"))
+            await _until_waiting(admin.http)
+            await c.cancel_safe(timeout=2)
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                await asyncio.wait_for(queued, 5)
+            got = await _scrape(admin.http)
+            cancels = got.families["pyproxy_pool_cancel_requests"].samples
+            assert {s.labels["outcome"]: s.value for s in cancels} == {
+                "forwarded": 1,
+                "dequeued": 1,
+            }
+            errors = got.families["pyproxy_pool_errors"].samples
+            assert {(s.labels["origin"], s.labels["sqlstate_class"]): s.value for s in errors} == {
+                ("server", "57"): 1,
+                ("pyproxy", "57"): 1,
+            }
+            await held_a.commit()
+            await b.execute("COMMIT")
         finally:
             await a.close()
             await b.close()
