@@ -116,3 +116,15 @@ def test_server_errors_count_by_sqlstate_class() -> None:
     f.server_error(body, 0, len(body))
     f.error("57014", "pyproxy")
     assert f.errors == {("server", "22"): 1, ("pyproxy", "57"): 1}
+
+
+async def test_merge_adds_keyed_counters_a_process_lacks() -> None:
+    quiet, busy = _figures(10), _figures(10)
+    busy["pools"][0]["errors"] = [["pyproxy", "57", 2], ["server", "22", 1]]
+    quiet["pools"][0]["errors"] = [["server", "22", 3]]
+    busy["pools"][0]["cancels"] = [["forwarded", 4]]
+    (pool,) = merge([quiet, busy])["pools"]
+    assert pool["errors"] == [["pyproxy", "57", 2], ["server", "22", 4]]
+    assert pool["cancels"] == [["forwarded", 4]]
+    samples = _samples(render(merge([busy, quiet])))
+    assert _value(samples, "pyproxy_pool_errors_total", origin="server", sqlstate_class="22") == 4
