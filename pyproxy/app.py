@@ -27,7 +27,7 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.registry = PoolRegistry(config, self._connect)
-        self.state = ProxyState(config, self.registry)
+        self.state = ProxyState(config, self.registry, self._connect)
         self.store = None
         self.admin = None
         self._server: asyncio.Server | None = None
@@ -37,11 +37,15 @@ class App:
         self.stopping = False
 
     async def _connect(self, pool: Pool) -> ServerConn:
+        files = pool.cluster.server_tls
         return await open_server(
             pool,
             max_packet=self.config.proxy.max_packet_size,
             timeout=pool.settings.server_connect_timeout,
             tracked=self.state.tracked,
+            tls=self.state.tls.server(files),
+            sslmode=files.mode,
+            keys=self.state.keys.get(pool.cluster.id, pool.login_user),
         )
 
     async def start(self) -> None:
@@ -80,6 +84,7 @@ class App:
                 pool_defaults=cfg.proxy.defaults,
                 throttle=_login_throttle(cfg),
             )
+            self.admin.api.client_ssl = cfg.proxy.client_tls.mode != "disable"
             try:
                 await self.admin.start()
             except BaseException:
@@ -113,6 +118,8 @@ class App:
         self.state.reconfigure(config)
         self.registry.replace_config(config, api_pools)
         if self.admin is not None:
+            self.admin.api.client_ssl = proxy.client_tls.mode != "disable"
+            self.admin.reload_tls(config.admin)
             old = self.admin.api.throttle
             if (old.limit, old.window) != (proxy.auth_failure_limit, proxy.auth_failure_window):
                 self.admin.api.throttle = _login_throttle(config)  # counts start again
@@ -145,6 +152,7 @@ class App:
             client.kick(err)
         for pool in self.registry.live_pools():
             pool.close_all("shutdown")
+        self.state.auth_query.close()
         if self._janitor is not None:
             self._janitor.cancel()
         for task in list(self.state.tasks):

@@ -1,4 +1,4 @@
-"""Command line: ``pyproxy serve -c FILE``, ``pyproxy check -c FILE``."""
+"""Command line: ``pyproxy serve -c FILE``, ``pyproxy check -c FILE``, ``pyproxy scram-secret``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,26 @@ def _raise_fd_limit() -> None:
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _scram_secret(iterations: int) -> int:
+    """Print the verifier of the password read from stdin (prompted for on a terminal)."""
+    import getpass
+
+    from pyproxy.auth.scram import make_scram_secret
+
+    if iterations < 1:
+        print("pyproxy scram-secret: --iterations must be at least 1", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("pyproxy scram-secret: no password on stdin", file=sys.stderr)
+        return 2
+    print(make_scram_secret(password, iterations=iterations))
+    return 0
 
 
 def _install_uvloop() -> str:
@@ -86,7 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--queries", type=int, default=10, help="queries per client")
     demo.add_argument("--pool-size", type=int, default=5)
     demo.add_argument("--no-serve", action="store_true", help="exit after the burst")
+    secret = sub.add_parser(
+        "scram-secret",
+        help="read a password from stdin, print its SCRAM-SHA-256 verifier for the config",
+    )
+    secret.add_argument("--iterations", type=int, default=4096, help="PBKDF2 iterations")
     args = parser.parse_args(argv)
+
+    if args.command == "scram-secret":
+        return _scram_secret(args.iterations)
 
     if args.command == "demo":
         from pyproxy.demo import run_demo

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -74,6 +76,29 @@ async def _burst(port: int, pg_port: int, clients: int, queries: int) -> dict[st
     }
 
 
+def _throwaway_certificate(workdir: Path) -> dict[str, str]:
+    """Client TLS with a self-signed certificate for localhost/127.0.0.1, made with the openssl
+    command when there is one (prefer: the demo's own clients stay in plaintext); else none."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return {}
+    cert, key = workdir / "demo.crt", workdir / "demo.key"
+    try:
+        subprocess.run(
+            [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
+             "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {
+        "client_tls_sslmode": "prefer",
+        "client_tls_cert_file": str(cert),
+        "client_tls_key_file": str(key),
+    }
+
+
 async def run_demo(
     clients: int = 200, queries: int = 10, pool_size: int = 5, serve: bool = True
 ) -> int:
@@ -84,9 +109,14 @@ async def run_demo(
     pg = await asyncio.to_thread(start_postgres)
     workdir = Path(tempfile.mkdtemp(prefix="pyproxy-demo-"))
     token = secrets.token_urlsafe(18)
+    tls = _throwaway_certificate(workdir)
     config = parse_config(
         {
-            "proxy": {"listen": f"127.0.0.1:{_port_or_zero(6432)}", "query_wait_timeout": 30},
+            "proxy": {
+                "listen": f"127.0.0.1:{_port_or_zero(6432)}",
+                "query_wait_timeout": 30,
+                **tls,
+            },
             "admin": {
                 "listen": f"127.0.0.1:{_port_or_zero(8080)}",
                 "token": token,
@@ -130,8 +160,12 @@ async def run_demo(
             f"pool; clients shared {result['distinct_backends']} server connections"
         )
         url = f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{app.client_port}/{POOL}"
+        url += "?sslmode=require" if tls else ""
         admin = f"http://127.0.0.1:{app.admin_port}/v2/databases/{CLUSTER_ID}/pools"
         print(f"\nConnect:   psql '{url}'")
+        if tls:
+            made = tls["client_tls_cert_file"]
+            print(f"           (TLS with a throwaway self-signed certificate, {made})")
         print(f"Admin API: curl -H 'Authorization: Bearer {token}' {admin}")
         if serve:
             print("Press Ctrl-C to stop.", flush=True)

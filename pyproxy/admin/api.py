@@ -90,6 +90,7 @@ class AdminApi:
             self.manager.client_count(),
             self.metrics_per_transaction(),
         )
+        self.client_ssl = False  # client TLS is on: connection details say ssl / sslmode=require
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -253,7 +254,7 @@ class AdminApi:
             "connections_in_use": self.manager.servers_in_use(cluster.id),
             "users": [{"name": u.name} for u in cluster.users],
             "pools": [p.name for p in pools],
-            "connection": {"host": host, "port": port, "ssl": False},
+            "connection": {"host": host, "port": port, "ssl": self.client_ssl},
         }
         return database
 
@@ -417,6 +418,13 @@ class AdminApi:
             "size": pool.size,
             "db": pool.db,
             "user": pool.user,
-            "connection": connection_info(pool.name, host, port, pool.user, user and user.password),
+            "connection": connection_info(
+                pool.name,
+                host,
+                port,
+                pool.user,
+                user.shown_password if user else None,
+                self.client_ssl,
+            ),
             "source": pool.source,
         }

@@ -23,9 +23,10 @@ class BadRequest(Exception):
 
 
 def connection_info(
-    database: str, host: str, port: int, user: str, password: str | None
+    database: str, host: str, port: int, user: str, password: str | None, ssl: bool = False
 ) -> dict[str, Any]:
-    """The pool's ``connection`` object; user/password only when known."""
+    """The pool's ``connection`` object; user/password only when known; ``ssl``: clients may
+    (and should) connect with TLS."""
     url_host = host
     try:
         if ipaddress.ip_address(host).version == 6:
@@ -38,13 +39,14 @@ def connection_info(
         if password is not None:
             userinfo += ":" + quote(password, safe="")
         userinfo += "@"
-    uri = f"postgresql://{userinfo}{url_host}:{port}/{quote(database, safe='')}?sslmode=disable"
+    sslmode = "require" if ssl else "disable"
+    uri = f"postgresql://{userinfo}{url_host}:{port}/{quote(database, safe='')}?sslmode={sslmode}"
     info: dict[str, Any] = {"uri": uri, "database": database, "host": host, "port": port}
     if user:
         info["user"] = user
     if password is not None:
         info["password"] = password
-    info["ssl"] = False
+    info["ssl"] = ssl
     return info
 
 

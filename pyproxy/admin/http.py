@@ -7,6 +7,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
+from ssl import SSLContext
 
 from pyproxy.admin.admission import Admission, Progress, Refused, Ticket
 from pyproxy.admin.http_messages import (
@@ -22,6 +23,7 @@ from pyproxy.admin.http_messages import (
 )
 
 log = logging.getLogger("pyproxy.admin.http")
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds an HTTPS client has for its handshake
 
 
 @dataclass
@@ -360,9 +362,13 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> None:
+        """Listen (over HTTPS with ``ssl``)."""
         backlog = max(100, min(4096, self.limits.max_connections + self.limits.max_queued))
-        self._server = await asyncio.start_server(self._accept, host, port, backlog=backlog)
+        self._server = await asyncio.start_server(
+            self._accept, host, port, backlog=backlog, ssl=ssl,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if ssl is not None else None,
+        )  # fmt: skip
 
     @property
     def port(self) -> int:

@@ -119,7 +119,11 @@ SCHEMAS: dict[str, Any] = {
             "host": {"type": "string"},
             "port": {"type": "integer"},
             "user": {"type": "string"},
-            "password": {"type": "string"},
+            "password": {
+                "type": "string",
+                "description": "only when the pool's user has a plaintext password written in "
+                "the config file (never a SCRAM verifier, an md5 hash or password_env)",
+            },
             "ssl": {"type": "boolean"},
         },
         "required": ["uri", "database", "host", "port", "ssl"],

@@ -9,6 +9,7 @@ import secrets
 from collections import OrderedDict
 
 from pyproxy.auth.scram import make_scram_secret
+from pyproxy.auth.verifiers import PLAIN, SCRAM, secret_kind
 
 MOCK_CACHE = 1024  # fake secrets remembered (one per unknown user name)
 
@@ -26,9 +27,15 @@ class Credentials:
         self._secrets.clear()
 
     def scram_secret(self, cluster_id: str, user: str, password: str | None) -> str:
-        """The SCRAM secret for a configured user's ``password``, or a stable fake one when
-        the user is unknown (``password`` None)."""
-        if password is not None:
+        """The SCRAM secret for a user's stored ``password`` (itself when it is a verifier),
+        or a stable fake one when the user is unknown (``password`` None) or has only an md5
+        hash (SCRAM cannot be checked against it)."""
+        kind = None if password is None else secret_kind(password)
+        if kind == SCRAM:
+            assert password is not None
+            return password
+        if kind == PLAIN:
+            assert password is not None
             key = (cluster_id, user, password)
             secret = self._secrets.get(key)
             if secret is None:

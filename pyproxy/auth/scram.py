@@ -1,4 +1,5 @@
-"""SCRAM-SHA-256 (RFC 5802/7677) as PostgreSQL speaks it, both roles, no channel binding."""
+"""SCRAM-SHA-256 (RFC 5802/7677) as PostgreSQL speaks it, both roles; as server also
+SCRAM-SHA-256-PLUS with tls-server-end-point channel binding (RFC 5929), given the binding data."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import unicodedata
 from dataclasses import dataclass
 
 MECHANISM = "SCRAM-SHA-256"
+MECHANISM_PLUS = "SCRAM-SHA-256-PLUS"
+CBIND_TYPE = "tls-server-end-point"
 DEFAULT_ITERATIONS = 4096
 _NONCE_BYTES = 18
 _SALT_BYTES = 16
@@ -194,8 +197,15 @@ class ScramServer:
     mechanisms: tuple[str, ...] = (MECHANISM,)
 
     def __init__(
-        self, *, password: str | None = None, secret: str | None = None, nonce: str | None = None
+        self,
+        *,
+        password: str | None = None,
+        secret: str | None = None,
+        nonce: str | None = None,
+        channel_binding: bytes | None = None,
     ) -> None:
+        """``channel_binding``: the connection's tls-server-end-point data; with it
+        SCRAM-SHA-256-PLUS is offered first."""
         if password is not None and secret is not None:
             raise ValueError("give either password or secret, not both")
         if nonce is not None and not _is_printable_nonce(nonce):
@@ -215,14 +225,24 @@ class ScramServer:
                 secrets.token_bytes(_KEY_LEN),
             )
         self._server_nonce = nonce if nonce is not None else _new_nonce()
+        self._cbind = channel_binding
+        if channel_binding is not None:
+            self.mechanisms = (MECHANISM_PLUS, MECHANISM)
         self._state = "client-first"
         self._gs2_header = ""
+        self._cbind_data = b""  # what c= must carry after the GS2 header
         self._nonce = ""
         self._client_first_bare = ""
         self._server_first = ""
+        self.client_key: bytes | None = None  # recovered from a valid proof (pass-through)
 
-    def handle_client_first(self, data: bytes) -> bytes:
-        """Take the client-first-message; return the server-first-message."""
+    @property
+    def secret(self) -> ScramSecret:
+        return self._secret
+
+    def handle_client_first(self, data: bytes, mechanism: str = MECHANISM) -> bytes:
+        """Take the client-first-message (for the ``mechanism`` the client chose); return the
+        server-first-message."""
         if self._state != "client-first":
             raise AuthFailed("SCRAM exchange out of order")
         self._state = "failed"
@@ -231,9 +251,17 @@ class ScramServer:
         if len(parts) != 3:
             raise AuthFailed("malformed SCRAM message: missing GS2 header")
         cbind_flag, authzid, bare = parts
+        plus = mechanism == MECHANISM_PLUS and self._cbind is not None
         if cbind_flag.startswith("p="):
-            raise AuthFailed("SCRAM channel binding is not supported")
-        if cbind_flag not in ("n", "y"):
+            if not plus or cbind_flag != f"p={CBIND_TYPE}":
+                raise AuthFailed(f"SCRAM channel binding {cbind_flag[2:]!r} is not supported")
+            self._cbind_data = self._cbind or b""
+        elif plus:
+            raise AuthFailed("SCRAM-SHA-256-PLUS was chosen but no channel binding was used")
+        elif cbind_flag == "y" and self._cbind is not None:
+            # The client thinks the server does not bind channels, but PLUS was offered.
+            raise AuthFailed("SCRAM channel binding negotiation error")
+        elif cbind_flag not in ("n", "y"):
             raise AuthFailed("malformed SCRAM message: bad channel binding flag")
         if authzid:
             raise AuthFailed("SCRAM authorization identity is not supported")
@@ -263,7 +291,7 @@ class ScramServer:
             raise AuthFailed("malformed SCRAM message: missing proof")
         pairs = _attributes(without_proof)
         channel_binding = _unb64(_expect(pairs, 0, "c"))
-        if channel_binding != self._gs2_header.encode("ascii"):
+        if channel_binding != self._gs2_header.encode("ascii") + self._cbind_data:
             raise AuthFailed("SCRAM channel binding check failed")
         if _expect(pairs, 1, "r") != self._nonce:
             raise AuthFailed("SCRAM nonce mismatch")
@@ -277,6 +305,7 @@ class ScramServer:
         valid = hmac.compare_digest(hashlib.sha256(client_key).digest(), s.stored_key)
         if self._mock or not valid:
             raise AuthFailed(_FAILED)
+        self.client_key = client_key
         self._state = "done"
         return f"v={_b64(_hmac(s.server_key, auth_bytes))}".encode("ascii")
 

@@ -40,6 +40,20 @@ from pyproxy.config.model import (
     ProxyConfig,
     UserConfig,
 )
+from pyproxy.config.tls import (
+    ADMIN_TLS_KEYS,
+    CLIENT_TLS_KEYS,
+    SERVER_TLS_KEYS,
+    admin_tls,
+    tls_settings,
+)
+from pyproxy.config.users import (
+    CLUSTER_AUTH_KEYS,
+    PROXY_AUTH_KEYS,
+    parse_cluster_auth,
+    parse_proxy_auth,
+    parse_users,
+)
 from pyproxy.config.validate import (
     check_budget,
     parse_listen,
@@ -69,11 +83,18 @@ _PROXY_ONLY_KEYS = frozenset(
         "replay_exclude",
         "metrics",
     }
+    | PROXY_AUTH_KEYS
 )
-_PROXY_KEYS = _PROXY_ONLY_KEYS | _SETTINGS_FIELDS.keys()
-_ADMIN_KEYS = frozenset({"listen", "token_env", "token", "allow_no_token", "enabled", "state_path"})
-_CLUSTER_KEYS = frozenset({"id", "host", "port", "ram_gib", "max_connections", "users", "pools"})
-_USER_KEYS = frozenset({"name", "password"})
+_PROXY_KEYS = _PROXY_ONLY_KEYS | _SETTINGS_FIELDS.keys() | CLIENT_TLS_KEYS | SERVER_TLS_KEYS
+_ADMIN_KEYS = (
+    frozenset({"listen", "token_env", "token", "allow_no_token", "enabled", "state_path"})
+    | ADMIN_TLS_KEYS
+)
+_CLUSTER_KEYS = (
+    frozenset({"id", "host", "port", "ram_gib", "max_connections", "users", "pools"})
+    | SERVER_TLS_KEYS
+    | CLUSTER_AUTH_KEYS
+)
 _POOL_KEYS = frozenset({"name", "db", "user", "size", "mode"}) | _SETTINGS_FIELDS.keys()
 
 
@@ -108,9 +129,25 @@ def parse_config(
     env = os.environ if env is None else env
     errs: list[str] = []
     _check_keys(data, {"proxy", "admin", "clusters"}, "", errs)
-    proxy = _parse_proxy(_table(data, "proxy", "", errs), errs)
-    admin = _parse_admin(_table(data, "admin", "", errs), env, path, errs)
-    clusters = _parse_clusters(data.get("clusters", []), proxy.defaults, errs)
+    base_dir = os.path.dirname(os.path.abspath(path)) if path is not None else None
+    proxy_table = _table(data, "proxy", "", errs)
+    proxy = _parse_proxy(proxy_table, errs)
+    proxy = replace(
+        proxy,
+        client_tls=tls_settings(proxy_table, "client", "proxy", proxy.client_tls, base_dir, errs),
+        server_tls=tls_settings(proxy_table, "server", "proxy", proxy.server_tls, base_dir, errs),
+    )
+    admin_table = _table(data, "admin", "", errs)
+    admin = _parse_admin(admin_table, env, path, errs)
+    if admin.enabled:
+        cert, key = admin_tls(admin_table, base_dir, errs)
+        admin = replace(admin, tls_cert_file=cert, tls_key_file=key)
+    clusters = _parse_clusters(data.get("clusters", []), proxy, env, errs)
+    clusters = tuple(
+        replace(c, server_tls=tls_settings(t, "server", f"clusters[{i}]", proxy.server_tls,
+                                           base_dir, errs))
+        for c, (i, t) in zip(clusters, _cluster_tables(data.get("clusters", [])), strict=True)
+    )  # fmt: skip
     if errs:
         raise ConfigError("\n".join(errs))
     return Config(proxy=proxy, admin=admin, clusters=clusters, path=path)
@@ -166,6 +203,7 @@ def _parse_proxy(t: Mapping[str, Any], errs: list[str]) -> ProxyConfig:
         ),
         replay_exclude=_names(t, "replay_exclude", "proxy", d.replay_exclude, errs),
         metrics=_bool(t, "metrics", "proxy", d.metrics, errs),
+        **parse_proxy_auth(t, errs),
         # [proxy].max_client_conn is the proxy-wide limit, not a per-pool default.
         defaults=_parse_settings(t, PoolSettings(), "proxy", errs, skip={"max_client_conn"}),
     )
@@ -213,8 +251,9 @@ def _parse_admin(
 
 
 def _parse_clusters(
-    value: object, defaults: PoolSettings, errs: list[str]
+    value: object, proxy: ProxyConfig, env: Mapping[str, str], errs: list[str]
 ) -> tuple[ClusterConfig, ...]:
+    defaults = proxy.defaults
     clusters: list[ClusterConfig] = []
     ids: dict[str, str] = {}
     pool_names: dict[str, str] = {}
@@ -230,7 +269,7 @@ def _parse_clusters(
         if not _is_host(host):
             errs.append(f"{prefix}.host: must be an IP address or host name, got {_show(host)}")
         ram_gib, max_connections, budget_ok = _budget_keys(t, prefix, errs)
-        users = _parse_users(t.get("users", []), prefix, errs)
+        users = parse_users(t.get("users", []), prefix, env, errs)
         pools = _parse_pools(t.get("pools", []), prefix, users, defaults, pool_names, errs)
         cluster = ClusterConfig(
             id=cid or "",
@@ -240,12 +279,18 @@ def _parse_clusters(
             max_connections=max_connections,
             users=users,
             pools=pools,
+            **parse_cluster_auth(t, prefix, proxy, users, errs),
         )
         problem = check_budget(cluster, pools) if budget_ok else None
         if problem:
             errs.append(f"{prefix}.pools: {problem}")
         clusters.append(cluster)
     return tuple(clusters)
+
+
+def _cluster_tables(value: object) -> list[tuple[int, Mapping[str, Any]]]:
+    """The [[clusters]] tables _parse_clusters made a cluster of, with their index."""
+    return list(_array_of_tables(value, "clusters", [])) if isinstance(value, list) else []
 
 
 def _cluster_id(t: Mapping[str, Any], prefix: str, errs: list[str]) -> str | None:
@@ -281,24 +326,6 @@ def _budget_keys(
             ram_gib = float(value)
     max_connections = _int(t, "max_connections", prefix, None, 1, errs)
     return ram_gib, max_connections, len(errs) == before
-
-
-def _parse_users(value: object, prefix: str, errs: list[str]) -> tuple[UserConfig, ...]:
-    users: dict[str, UserConfig] = {}
-    for j, t in _array_of_tables(value, f"{prefix}.users", errs):
-        key = f"{prefix}.users[{j}]"
-        _check_keys(t, _USER_KEYS, key, errs)
-        name = _required_string(t, "name", key, errs, "the user name on the server")
-        password = _string(t, "password", key, None, errs)
-        if password is None and "password" not in t:
-            errs.append(f"{key}.password: required (the password of user {_show(name)})")
-        if name is None:
-            continue
-        if name in users:
-            errs.append(f"{key}.name: user {_show(name)} is listed twice in {prefix}.users")
-            continue
-        users[name] = UserConfig(name=name, password=password or "")
-    return tuple(users.values())
 
 
 def _parse_pools(

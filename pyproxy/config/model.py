@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pyproxy.tls.contexts import TlsFiles
+
 MODES = ("session", "transaction", "statement")
 AUTH_TYPES = ("trust", "md5", "scram-sha-256")
 SESSION_STATE_POLICIES = ("pin", "warn", "error", "allow")
+# PgBouncer's auth_query on pg_authid: NULL for an expired role, only roles that may log in.
+DEFAULT_AUTH_QUERY = (
+    "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
+    "FROM pg_authid WHERE rolname = $1 AND rolcanlogin"
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,16 @@ class ProxyConfig:
     ignore_startup_parameters: tuple[str, ...] = ("extra_float_digits",)
     replay_exclude: tuple[str, ...] = ()  # session settings never replayed on another server
     metrics: bool = True  # per-transaction figures for /metrics (histograms, bytes)
+    # auth_query defaults for every cluster (a cluster may set its own auth_user/auth_query)
+    auth_user: str = ""
+    auth_query: str = DEFAULT_AUTH_QUERY
+    auth_dbname: str = ""  # "" = the database of the pool the client asked for
+    auth_cache_seconds: float = 15.0  # how long a looked-up secret (or its absence) is reused
     defaults: PoolSettings = field(default_factory=PoolSettings)
+    # client_tls_* (pyproxy as TLS server) and server_tls_* (as TLS client of PostgreSQL; the
+    # default for every cluster), PgBouncer's names; see pyproxy.config.tls.
+    client_tls: TlsFiles = field(default_factory=lambda: TlsFiles("disable"))
+    server_tls: TlsFiles = field(default_factory=lambda: TlsFiles("prefer"))
 
 
 @dataclass(frozen=True)
@@ -63,12 +79,36 @@ class AdminConfig:
     token: str | None = None  # resolved from token / token_env
     allow_no_token: bool = False  # only honoured when listening on loopback
     state_path: str = "pyproxy-state.db"
+    tls_cert_file: str = ""  # both set: the admin API is served over HTTPS
+    tls_key_file: str = ""
 
 
 @dataclass(frozen=True)
 class UserConfig:
+    """A role: its stored secret is a plaintext password, a SCRAM-SHA-256 verifier or an md5
+    hash, written in the file (``password``) or read from the environment (``password_env``)."""
+
     name: str
     password: str
+    password_env: str = ""  # the variable it was read from ("" = written in the file)
+
+    @property
+    def shown_password(self) -> str | None:
+        """The password the admin API may show: only a plaintext one written in the file."""
+        if self.password_env or is_stored_secret(self.password):
+            return None
+        return self.password
+
+
+def is_stored_secret(password: str) -> bool:
+    """A SCRAM verifier or an md5 hash rather than a plaintext password (as PostgreSQL tells)."""
+    if password.startswith("SCRAM-SHA-256$"):
+        return True
+    return (
+        len(password) == 35
+        and password.startswith("md5")
+        and all(c in "0123456789abcdef" for c in password[3:])
+    )
 
 
 @dataclass(frozen=True)
@@ -91,6 +131,10 @@ class ClusterConfig:
     max_connections: int | None = None
     users: tuple[UserConfig, ...] = ()
     pools: tuple[PoolConfig, ...] = ()
+    server_tls: TlsFiles = field(default_factory=lambda: TlsFiles("prefer"))  # [proxy]'s + own
+    auth_user: str = ""  # "" = no auth_query: only the users listed may log in
+    auth_query: str = DEFAULT_AUTH_QUERY
+    auth_dbname: str = ""
 
     @property
     def budget(self) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pyproxy.auth.passthrough import ScramKeys
 from pyproxy.auth.scram import AuthFailed
 from pyproxy.auth.server_login import ServerLogin
 from pyproxy.errors import (
@@ -18,6 +20,7 @@ from pyproxy.errors import (
     PgError,
 )
 from pyproxy.net.server import ServerConn
+from pyproxy.net.tls_connect import ALLOW_NO_RETRY, Negotiation
 from pyproxy.proto import messages as m
 from pyproxy.proto.codes import (
     AUTHENTICATION,
@@ -41,16 +44,29 @@ class ServerLoginDriver:
     BackendKeyData up to the first ReadyForQuery; ``done`` resolves to the server or the reason
     the login failed (PostgreSQL's own error where it sent one)."""
 
-    def __init__(self, server: ServerConn, pool: Pool, max_packet: int) -> None:
+    def __init__(
+        self,
+        server: ServerConn,
+        pool: Pool,
+        max_packet: int,
+        tls: Negotiation | None = None,
+        keys: ScramKeys | None = None,
+    ) -> None:
         self.server = server
-        self.auth = ServerLogin(pool.login_user, pool.login_password)
+        self.auth = ServerLogin(pool.login_user, pool.login_password, keys)
         self.framer = MessageFramer(max_packet)
-        self.startup = m.startup_message({"user": pool.login_user, "database": pool.cfg.db})
+        self.startup_message = m.startup_message({"user": pool.login_user, "database": pool.cfg.db})
+        self.tls = tls
+        # What goes first: an SSLRequest when TLS is to be tried (see pyproxy.net.tls_connect).
+        self.startup = m.ssl_request() if tls is not None else self.startup_message
         self.done: asyncio.Future[ServerConn] = asyncio.get_running_loop().create_future()
 
     def feed(self, data: bytes) -> bool:
         """Take the server's bytes; True once logged in (the rest belongs to the link)."""
         try:
+            if self.tls is not None and self.tls.waiting:
+                self.tls.answer(self, data)
+                return False
             for kind, body in self.framer.feed(data):
                 if self._message(kind, body):
                     return True
@@ -115,16 +131,51 @@ class ServerLoginDriver:
 
 
 async def open_server(
-    pool: Pool, *, max_packet: int, timeout: float, tracked: frozenset[str] = frozenset()
+    pool: Pool,
+    *,
+    max_packet: int,
+    timeout: float,
+    tracked: frozenset[str] = frozenset(),
+    tls: ssl.SSLContext | None = None,
+    sslmode: str = "disable",
+    keys: ScramKeys | None = None,
 ) -> ServerConn:
-    """Connect and log in to the pool's PostgreSQL; raise PgError with the real reason."""
+    """Connect and log in to the pool's PostgreSQL (over TLS as ``sslmode`` asks, with
+    ``tls``); raise PgError with the real reason. sslmode allow: plaintext first, TLS when
+    that login fails for a reason TLS could change. ``keys``: SCRAM keys from a client's login
+    as the pool's user, for pass-through."""
+    if sslmode == "allow" and tls is not None:
+        try:
+            return await _open(pool, max_packet, timeout, tracked, None, keys=keys)
+        except PgError as exc:
+            if exc.sqlstate in ALLOW_NO_RETRY:
+                raise
+    return await _open(pool, max_packet, timeout, tracked, tls, sslmode, keys)
+
+
+async def _open(
+    pool: Pool,
+    max_packet: int,
+    timeout: float,
+    tracked: frozenset[str],
+    tls: ssl.SSLContext | None,
+    sslmode: str = "disable",
+    keys: ScramKeys | None = None,
+) -> ServerConn:
     loop = asyncio.get_running_loop()
     cluster = pool.cluster
+
+    def logging_in() -> ServerConn:
+        server = ServerConn(pool, max_packet=max_packet, tracked=tracked)
+        negotiation = None
+        if tls is not None:
+            negotiation = Negotiation(tls, sslmode, cluster.host, cluster.port)
+        server.login = ServerLoginDriver(server, pool, max_packet, negotiation, keys)
+        return server
+
     try:
         async with asyncio.timeout(timeout if timeout > 0 else None):
-            _, proto = await loop.create_connection(
-                lambda: _logging_in(pool, max_packet, tracked), cluster.host, cluster.port
-            )
+            _, proto = await loop.create_connection(logging_in, cluster.host, cluster.port)
             try:
                 return await proto.wait_login()
             except BaseException:
@@ -174,12 +225,6 @@ async def send_cancel(
         return True
     finally:
         writer.close()
-
-
-def _logging_in(pool: Pool, max_packet: int, tracked: frozenset[str]) -> ServerConn:
-    server = ServerConn(pool, max_packet=max_packet, tracked=tracked)
-    server.login = ServerLoginDriver(server, pool, max_packet)
-    return server
 
 
 def peer_address(transport: Any) -> tuple[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from pyproxy.errors import (
     PgError,
     ProtocolError,
 )
+from pyproxy.net import tls_accept
 from pyproxy.proto import messages as m
 from pyproxy.proto.codes import (
     CANCEL_REQUEST_CODE,
@@ -58,15 +60,28 @@ class Login:
         self.framer: MessageFramer | None = None
         self.exchange: ClientExchange | None = None
         self.failing = False  # a failed login whose answer the throttle delays
+        self.fresh = True  # nothing read yet (a ClientHello now is direct TLS)
+        self.tls: ssl.SSLObject | None = None  # the TLS session, once upgraded
+        self.channel_binding: bytes | None = None  # its tls-server-end-point data
+        self.upgrading: list[bytes] | None = None  # bytes decrypted before the upgrade ended
+        self.cluster_id = ""
 
     def feed(self, data: bytes) -> None:
         """Bytes from the client before it is logged in; PgError ends the login."""
         client = self.client
-        if client.phase is C.STARTUP:
+        if self.upgrading is not None:
+            self.upgrading.append(data)
+        elif client.phase is C.STARTUP:
+            if self.fresh:
+                self.fresh = False
+                if tls_accept.direct_tls(self, data):
+                    return
             self._startup(data)
         elif self.framer is not None:
             for kind, body in self.framer.feed(data):
                 if client.phase is C.AUTH and not self.failing:
+                    if self.exchange is None:  # auth_query still running: nothing asked yet
+                        raise ProtocolError("unexpected message before the authentication request")
                     self._auth_message(kind, body)
                 elif kind == TERMINATE:
                     client.transport.close()
@@ -83,7 +98,10 @@ class Login:
         if got is None:
             return
         code, payload, rest = got
-        if code in (SSL_REQUEST_CODE, GSSENC_REQUEST_CODE):
+        if code == SSL_REQUEST_CODE:
+            tls_accept.ssl_request(self, rest)
+            return
+        if code == GSSENC_REQUEST_CODE:
             if rest:
                 raise ProtocolError("received unencrypted data after SSL request")
             client.transport.write(ENCRYPTION_REFUSED)
@@ -100,6 +118,7 @@ class Login:
                 f"unsupported frontend protocol {major}.{minor}: pyproxy supports 3.0",
                 fatal=True,
             )
+        tls_accept.check_startup(self)
         try:
             params = m.parse_startup_params(payload)
         except ValueError as exc:
@@ -122,6 +141,7 @@ class Login:
                 INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet",
                 fatal=True,
             )  # fmt: skip
+        tls_accept.check_certificate(self, client.user)
         client.database = params.get("database") or client.user
         unsupported = [k for k in params if k.startswith("_pq_.")]
         if minor > 0 or unsupported:
@@ -139,7 +159,7 @@ class Login:
         assert cluster is not None
         client.move(C.AUTH)
         self.framer = MessageFramer(proxy.config.proxy.max_packet_size)
-        self._start_auth(cluster)
+        self._start_auth(cluster, found[1].db)
 
     def _session_parameters(self, params: dict[str, str]) -> dict[str, str]:
         """The startup packet's session parameters, as PostgreSQL takes them: keys and
@@ -179,7 +199,7 @@ class Login:
 
     # ---- authentication -------------------------------------------------------------------------
 
-    def _start_auth(self, cluster: ClusterConfig) -> None:
+    def _start_auth(self, cluster: ClusterConfig, db: str) -> None:
         client = self.client
         proxy = client.proxy
         wait = proxy.throttle.check(client.address, client.user, time.monotonic())
@@ -190,10 +210,44 @@ class Login:
                 hint=f"try again in {max(1, math.ceil(wait))} s",
                 fatal=True,
             )
+        self.cluster_id = cluster.id
         known = cluster.user(client.user)
-        password = known.password if known is not None else None
-        secret = proxy.credentials.scram_secret(cluster.id, client.user, password)
-        self.exchange = ClientExchange(proxy.config.proxy.auth_type, client.user, password, secret)
+        if known is None and cluster.auth_user:
+            task = proxy.spawn(self._look_up(cluster, db))
+            task.add_done_callback(self._looked_up)
+            return
+        self._exchange(known.password if known is not None else None)
+
+    async def _look_up(self, cluster: ClusterConfig, db: str) -> None:
+        """A user the config does not list: its stored secret from auth_query, then the
+        exchange as for a listed one (no secret: it fails like a wrong password)."""
+        client = self.client
+        secret = await client.proxy.auth_query.lookup(cluster, db, client.user)
+        if client.phase is C.AUTH:
+            self._exchange(secret)
+
+    def _looked_up(self, task: asyncio.Task[None]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, PgError):
+            self.client.fatal(exc)
+        elif exc is not None:
+            log.error("[c%d] auth_query failed: %r", self.client.id, exc)
+            self.client.fatal(PgError(INTERNAL_ERROR, "internal error during login", fatal=True))
+
+    def _exchange(self, password: str | None) -> None:
+        """Start the authentication exchange against the user's stored secret."""
+        client = self.client
+        proxy = client.proxy
+        try:
+            secret = proxy.credentials.scram_secret(self.cluster_id, client.user, password)
+            self.exchange = ClientExchange(
+                proxy.config.proxy.auth_type, client.user, password, secret, self.channel_binding
+            )
+        except ValueError:  # an unusable stored secret (from auth_query): as no secret at all
+            secret = proxy.credentials.scram_secret(self.cluster_id, client.user, None)
+            self.exchange = ClientExchange(
+                proxy.config.proxy.auth_type, client.user, None, secret, self.channel_binding
+            )
         try:
             reply, done = self.exchange.start()
         except AuthFailed:
@@ -214,6 +268,12 @@ class Login:
         if reply:
             self.client.transport.write(reply)
         if done:
+            keys = self.exchange.keys
+            proxy, user = self.client.proxy, self.client.user
+            # Keys for pass-through logins to PostgreSQL as this user: a pool that failed to
+            # log in without them may try again at once.
+            if keys is not None and proxy.keys.put(self.cluster_id, user, keys):
+                proxy.registry.credentials_changed(self.cluster_id, user)
             self._authenticated()
 
     def _failed(self) -> None:

@@ -81,7 +81,11 @@ def _send_elsewhere(client: ClientConn, server: ServerConn | None) -> bool:
         pool.acquire(client)
         return True
     data = client.retry
-    if data is None or time.monotonic() - client.query_start > RETRY_WINDOW:
+    # The window counts from when the request could reach the server (a queued request: from
+    # the hand-over, the server's last ReadyForQuery), not from its arrival: time spent queued
+    # says nothing about a statement that was killed on purpose.
+    sent = client.query_start if server is None else max(client.query_start, server.ready_at)
+    if data is None or time.monotonic() - sent > RETRY_WINDOW:
         return False
     client.retry = None
     client.retries += 1

@@ -7,24 +7,28 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pyproxy.auth.credentials import Credentials
+from pyproxy.auth.passthrough import KeyStore
 from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import Config
 from pyproxy.errors import CONNECTION_FAILURE, PgError
+from pyproxy.net.authquery import AuthQuery, Opener
 from pyproxy.net.cancel import Cancels
 from pyproxy.net.timeouts import check_client
 from pyproxy.proto.phases import ClientPhase
 from pyproxy.session import params as P
 from pyproxy.session.prepared import StatementRegistry
+from pyproxy.tls.live import LiveTls
 
 if TYPE_CHECKING:
     from pyproxy.net.client import ClientConn
     from pyproxy.pool.registry import PoolRegistry
+    from pyproxy.tls.contexts import TlsFiles
 
 
 class ProxyState:
     """Everything a connection needs from the running proxy; no module-level globals."""
 
-    def __init__(self, config: Config, registry: PoolRegistry) -> None:
+    def __init__(self, config: Config, registry: PoolRegistry, opener: Opener) -> None:
         self.config = config
         self.registry = registry
         self.clients: set[ClientConn] = set()
@@ -33,8 +37,13 @@ class ProxyState:
         self.statements = StatementRegistry()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.credentials = Credentials()
+        self.keys = KeyStore()  # SCRAM keys recovered from clients, for pass-through
+        self.auth_query = AuthQuery(
+            opener, config.proxy.auth_cache_seconds, config.proxy.defaults.server_connect_timeout
+        )
         self.throttle = _throttle(config)
         self.cancels = Cancels(self.spawn)
+        self.tls = LiveTls(config.proxy.client_tls, _server_tls(config))
         self._login_timers: dict[ClientConn, asyncio.TimerHandle] = {}
 
     def reconfigure(self, config: Config) -> None:
@@ -42,6 +51,8 @@ class ProxyState:
         self.tracked = P.tracked_set(config.proxy.track_extra_parameters)
         self.excluded = frozenset(n.lower() for n in config.proxy.replay_exclude)
         self.credentials.forget()
+        self.tls.load(config.proxy.client_tls, _server_tls(config))
+        self.auth_query.reconfigure(config.proxy.auth_cache_seconds)
         limits = (config.proxy.auth_failure_limit, config.proxy.auth_failure_window)
         if (self.throttle.limit, self.throttle.window) != limits:
             self.throttle = _throttle(config)  # counts start again
@@ -95,3 +106,7 @@ class ProxyState:
 def _throttle(config: Config) -> LoginThrottle:
     """The failed-login throttle of the PostgreSQL listener, as [proxy] asks."""
     return LoginThrottle(config.proxy.auth_failure_limit, config.proxy.auth_failure_window)
+
+
+def _server_tls(config: Config) -> list[TlsFiles]:
+    return [config.proxy.server_tls, *(c.server_tls for c in config.clusters)]

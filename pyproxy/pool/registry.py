@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from pyproxy.config import ClusterConfig, Config, PoolConfig
+from pyproxy.config.model import is_stored_secret
 from pyproxy.errors import ADMIN_SHUTDOWN, CONNECTION_FAILURE, INVALID_CATALOG_NAME, PgError
 from pyproxy.pool.opening import Connector
 from pyproxy.pool.pool import WAIT_BOUNDS, Pool
@@ -168,6 +169,13 @@ class PoolRegistry:
             account = cluster.user(live.login_user)
             live.login_password = account.password if account else None
 
+    def credentials_changed(self, cluster_id: str, user: str) -> None:
+        """New credentials for logging in as ``user``: its pools' last login failure no longer
+        holds their clients back."""
+        for live in self._live.values():
+            if live.cluster.id == cluster_id and live.login_user == user:
+                live.last_error = None
+
     # ---- statistics -------------------------------------------------------------------------
 
     def pool_stats(self, name: str) -> dict[str, int]:
@@ -212,7 +220,10 @@ class PoolRegistry:
         cluster = self.cluster(cluster_id)
         if cluster is None or not cluster.users:
             raise PgError(CONNECTION_FAILURE, "no configured user to check the database with")
-        account = cluster.users[0]
+        # A user with a plaintext password can always log in; one with a verifier only after
+        # a client of that user logged in (pass-through keys).
+        plain = [u for u in cluster.users if not is_stored_secret(u.password)]
+        account = (plain or list(cluster.users))[0]
         probe_cfg = PoolConfig(name="__probe__", db=db, size=1, user=account.name)
         probe = Pool(probe_cfg, cluster, account.name, account.password, self.connector)
         try:

@@ -6,7 +6,13 @@ import struct
 from collections.abc import Mapping
 
 from pyproxy.errors import WARNING
-from pyproxy.proto.codes import AUTH_MD5, AUTH_SASL, CANCEL_REQUEST_CODE, PROTOCOL_3_0
+from pyproxy.proto.codes import (
+    AUTH_MD5,
+    AUTH_SASL,
+    CANCEL_REQUEST_CODE,
+    PROTOCOL_3_0,
+    SSL_REQUEST_CODE,
+)
 
 _I = struct.Struct("!I")
 _II = struct.Struct("!II")
@@ -67,6 +73,14 @@ def query(sql: str) -> bytes:
     return message(b"Q", cstr(sql))
 
 
+def extended_query(sql: str, params: list[str]) -> bytes:
+    """Parse, Bind (text parameters), Execute and Sync of the unnamed statement and portal."""
+    parse = cstr("") + cstr(sql) + b"\x00\x00"
+    values = b"".join(_I.pack(len(v.encode())) + v.encode() for v in params)
+    bind = b"\x00\x00" + b"\x00\x00" + struct.pack("!H", len(params)) + values + b"\x00\x00"
+    return message(b"P", parse) + message(b"B", bind) + message(b"E", b"\x00" + _I.pack(0)) + SYNC
+
+
 def password_message(data: bytes) -> bytes:
     return message(b"p", data)
 
@@ -79,6 +93,10 @@ def startup_message(params: Mapping[str, str]) -> bytes:
     body = _I.pack(PROTOCOL_3_0)
     body += b"".join(cstr(k) + cstr(v) for k, v in params.items() if v is not None) + b"\x00"
     return _I.pack(len(body) + 4) + body
+
+
+def ssl_request() -> bytes:
+    return _II.pack(8, SSL_REQUEST_CODE)
 
 
 def cancel_request(pid: int, secret: int) -> bytes:

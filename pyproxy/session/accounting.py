@@ -92,8 +92,7 @@ def forward_request(
         if kind == TERMINATE or (
             client.statement_mode
             and (kind == QUERY or (kind == PARSE and not client.open_ext))
-            and client.needs(data, off + 5, end)
-            and opens_block(data, off)
+            and _opens_block(client, data, kind, off, end)
         ):
             if off > run:
                 out.append(data[run:off])
@@ -143,6 +142,17 @@ def _learn_bind(
     if stmt is not None and stmt.plain and not stmt.retired and stmt.name in server.stmts.prepared:
         syncs = server.stmts.sent_seg - start_seg
         client.bind_shape = learn_bind(data, stmt, bind_end, syncs, client.copy_syncs)
+
+
+def _opens_block(client: ClientSide, data: bytes, kind: int, off: int, end: int) -> bool:
+    """Statement mode: does the Query or Parse at ``off`` open a transaction block? The
+    pre-check reads the query's text (after a Parse's statement name), then the closer look."""
+    if kind == QUERY:
+        seen = client.needs(data, off + 5, end)
+    else:
+        name_end = data.find(0, off + 5, end)
+        seen = name_end >= 0 and client.parse_needs(data, name_end + 1, end)
+    return seen and opens_block(data, off)
 
 
 def _counted(

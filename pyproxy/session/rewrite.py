@@ -102,11 +102,16 @@ def _parse(
         rest[: rest.find(b"\x00")].decode("utf-8", "replace")
     ):
         # BEGIN inside an extended-protocol batch already under way: prepared as a refusal.
+        # A named one becomes a pyproxy-wide statement like any other, so the client's name
+        # never stays on a server other clients share.
         query = refusal_sql(STATEMENT_BLOCK, STATEMENT_HINT, ACTIVE_SQL_TRANSACTION).encode()
-        raw = m.frame(b"P", name + b"\x00" + m.parse_rest_with_query(rest, query))
-        if client.track:
-            sts.queue.append((ps.FORWARD, seg, None))
-        out.append(raw)
+        rest = m.parse_rest_with_query(rest, query)
+        if not name or not client.track:
+            if client.track:
+                sts.queue.append((ps.FORWARD, seg, None))
+            out.append(m.frame(b"P", name + b"\x00" + rest))
+            return
+        _parse_named(client, server, name, rest, out)
         return
     if not name or not client.track:
         # Runs where it is sent: check it now; a refused one is prepared as the refusal.
@@ -122,6 +127,15 @@ def _parse(
             sts.queue.append((ps.FORWARD, seg, None))
         out.append(raw)
         return
+    _parse_named(client, server, name, rest, out)
+
+
+def _parse_named(
+    client: ClientSide, server: ServerSide, name: bytes, rest: bytes, out: list[bytes]
+) -> None:
+    """A client's named statement: prepared on the server under its pyproxy-wide name."""
+    sts = server.stmts
+    seg = sts.sent_seg
     stmt = client.proxy.statements.get(rest)
     if name in client.stmts:
         # PostgreSQL's own 42P05: have the server refuse a Parse of a name it holds.

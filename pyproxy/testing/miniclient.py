@@ -14,6 +14,12 @@ from pyproxy.auth.scram import ScramClient
 from pyproxy.errors import INTERNAL_ERROR, INVALID_PASSWORD, PgError
 from pyproxy.proto import messages as m
 from pyproxy.proto.codes import (
+    AUTH_CLEARTEXT,
+    AUTH_MD5,
+    AUTH_OK,
+    AUTH_SASL,
+    AUTH_SASL_CONTINUE,
+    AUTH_SASL_FINAL,
     AUTHENTICATION,
     DATA_ROW,
     ERROR_RESPONSE,
@@ -57,23 +63,23 @@ class MiniClient:
                 return
             elif t == AUTHENTICATION:
                 (code,) = struct.unpack("!I", body[:4])
-                if code == m.AUTH_OK:
+                if code == AUTH_OK:
                     continue
                 if password is None:
                     raise PgError(INVALID_PASSWORD, "the server asked for a password; none given")
-                if code == m.AUTH_CLEARTEXT:
+                if code == AUTH_CLEARTEXT:
                     self.writer.write(m.password_message(m.cstr(password)))
-                elif code == m.AUTH_MD5:
+                elif code == AUTH_MD5:
                     resp = md5_response(user, password, body[4:8])
                     self.writer.write(m.password_message(resp + b"\x00"))
-                elif code == m.AUTH_SASL:
+                elif code == AUTH_SASL:
                     scram = ScramClient(password)
                     self.writer.write(
                         m.sasl_initial_response("SCRAM-SHA-256", scram.client_first())
                     )
-                elif code == m.AUTH_SASL_CONTINUE and scram is not None:
+                elif code == AUTH_SASL_CONTINUE and scram is not None:
                     self.writer.write(m.password_message(scram.handle_server_first(body[4:])))
-                elif code == m.AUTH_SASL_FINAL and scram is not None:
+                elif code == AUTH_SASL_FINAL and scram is not None:
                     scram.verify_server_final(body[4:])
 
     @staticmethod

@@ -14,7 +14,13 @@ import pytest
 from tests.integration.conftest import MakeProxy
 from tests.support.extended import ExtendedClient, bind, describe, execute, kinds, parse, sync
 from tests.support.pgcluster import APP_DB, PgServer
-from tests.support.proxy import SCRAM_USER, TRUST_USER, pool_entry, superuser_conn
+from tests.support.proxy import (
+    SCRAM_USER,
+    TRUST_USER,
+    pool_entry,
+    superuser_conn,
+    wait_for_query,
+)
 from tests.support.wire import CANCEL_REQUEST_CODE, WireClient, error_fields, query, typed
 
 # ---- cancels --------------------------------------------------------------------------------
@@ -404,6 +410,38 @@ async def test_a_server_killed_while_kept_between_transactions_is_replaced_silen
     finally:
         await admin.close()
         await conn.close()
+
+
+async def test_a_request_that_waited_in_the_queue_is_retried_when_its_server_dies(
+    make_proxy: MakeProxy, pg: PgServer
+) -> None:
+    """The retry window starts when the request reaches a server, not when it was queued: a
+    request that waited 1.5 s for the pool's only server, whose backend is then terminated
+    before it answers, is sent again and its client sees no error."""
+    proxy = await make_proxy([pool_entry(size=1)])
+    holder = await proxy.asyncpg()
+    waiter = await psycopg.AsyncConnection.connect(proxy.dsn(), autocommit=True)
+    admin = await superuser_conn(pg)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1")
+
+        async def queued_query() -> object:
+            cur = await waiter.execute("SELECT 7 FROM pg_sleep(0.5) /* queued */")
+            row = await cur.fetchone()
+            return None if row is None else row[0]
+
+        queued = asyncio.create_task(queued_query())  # a simple Query, one request
+        await asyncio.sleep(1.5)
+        await tx.commit()  # the server goes to the waiter
+        pid = await wait_for_query(admin, "/* queued */")
+        await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        assert await asyncio.wait_for(queued, 10) == 7
+    finally:
+        await admin.close()
+        await holder.close()
+        await waiter.close()
 
 
 # ---- accounting that a hostile client could fool (found by tests/integration/test_hostile_*) ----

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.integration.conftest import MakeProxy
-from tests.support.extended import ExtendedClient, kinds
+from tests.support.extended import ExtendedClient, bind, execute, kinds, parse, sync
 from tests.support.pgcluster import PgServer
 from tests.support.proxy import (
     SCRAM_PASSWORD,
@@ -312,3 +312,40 @@ async def test_pg_settings_reads_show_only_this_clients_settings_in_session_mode
         assert await again.fetchval("SHOW work_mem") == "4MB"
     finally:
         await again.close()
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["no-server", "kept-server"])
+@pytest.mark.parametrize("first", [True, False], ids=["first", "after-a-statement"])
+async def test_statement_mode_named_begin_leaves_no_statement_on_the_server(
+    make_proxy: MakeProxy, kept: bool, first: bool
+) -> None:
+    """pgJDBC names its BEGIN (prepareThreshold=1): refused, and the name never stays on the
+    shared server, so the next client using the same name gets the same refusal, not 42P05."""
+    proxy = await make_proxy([pool_entry(mode="statement", size=1)], proxy={"auth_type": "trust"})
+    before = b"" if first else parse("", "SELECT 1") + bind("", "") + execute()
+    batch = (
+        before
+        + parse("S_1", "BEGIN")
+        + bind("", "S_1")
+        + execute()
+        + parse("S_2", "SELECT 2")
+        + bind("", "S_2")
+        + execute()
+        + sync()
+    )
+    for _ in range(2):
+        client = await ExtendedClient.connect(proxy.host, proxy.port, TRUST_USER, "testpool")
+        try:
+            if kept:  # the server is kept between statements while nobody waits
+                await client.run(b"Q\x00\x00\x00\x0dSELECT 1\x00", ready=1)
+            replies = await client.run(batch, ready=1)
+            errors = [r.detail for r in replies if r.kind == "E"]
+            assert errors == ["25001"], replies
+        finally:
+            await client.close()
+    conn = await proxy.asyncpg()  # the pool's only server
+    try:
+        named = "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'S\\_%'"
+        assert await conn.fetchval(named) == 0
+    finally:
+        await conn.close()

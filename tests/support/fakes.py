@@ -138,7 +138,7 @@ def world(
         raise RuntimeError("the fake world opens no connections")
 
     registry = PoolRegistry(cfg, no_connect)
-    state = ProxyState(cfg, registry)
+    state = ProxyState(cfg, registry, no_connect)
     pool = registry.get_pool("bench_tx", "app")
     assert pool is not None
     pool.welcome = {}

@@ -100,7 +100,13 @@ def test_example_file_shows_every_key_with_its_default() -> None:
             assert data["proxy"][f.name] == getattr(defaults, f.name), f.name
     assert data["clusters"][0]["pools"][0]["max_client_conn"] == defaults.max_client_conn
     for f in fields(ProxyConfig):
-        if f.name not in ("listen_host", "listen_port", "defaults"):
+        if f.name in ("client_tls", "server_tls"):
+            tls = getattr(proxy, f.name)
+            side = f.name.split("_")[0]
+            assert data["proxy"][f"{side}_tls_sslmode"] == tls.mode
+            for part in ("cert_file", "key_file", "ca_file", "protocols", "ciphers"):
+                assert data["proxy"][f"{side}_tls_{part}"] == getattr(tls, part), part
+        elif f.name not in ("listen_host", "listen_port", "defaults"):
             value = getattr(proxy, f.name)
             expected = list(value) if isinstance(value, tuple) else value
             assert data["proxy"][f.name] == expected, f.name
@@ -115,6 +121,8 @@ def test_example_file_shows_every_key_with_its_default() -> None:
     }
     text = EXAMPLE.read_text()
     assert re.search(r'^# token = "', text, re.M)
+    assert re.search(r'^# tls_cert_file = "', text, re.M)
+    assert re.search(r'^# tls_key_file = "', text, re.M)
     assert re.search(r"^# max_connections = 97 ", text, re.M)
 
 
