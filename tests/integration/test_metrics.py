@@ -264,6 +264,25 @@ async def test_gauges_and_wait_histogram_follow_held_transactions(
             await c.close()
 
 
+async def test_metrics_off_keeps_no_per_transaction_figures(pg: PgServer, tmp_path: Path) -> None:
+    config = admin_config(pg, tmp_path / "state.db")
+    config["proxy"]["metrics"] = False
+    async with running_admin(config) as admin:
+        conn = await _psycopg(admin.client_port)
+        try:
+            for _ in range(3):
+                await conn.execute("SELECT 1")
+        finally:
+            await conn.close()
+        got = await _scrape(admin.http)
+    assert "pyproxy_pool_transaction_duration_seconds" not in got.families
+    assert "pyproxy_pool_query_duration_seconds" not in got.families
+    assert "pyproxy_pool_received_bytes" not in got.families
+    assert got.histogram_count("pyproxy_pool_server_connect_duration_seconds") >= 1
+    assert got.value("pyproxy_pool_clients", pool=FILE_POOL, state="idle") == 0
+    assert "pyproxy_pool_wait_seconds" in got.families
+
+
 async def test_metrics_need_the_token(pg: PgServer, tmp_path: Path) -> None:
     async with running_admin(admin_config(pg, tmp_path / "state.db")) as admin:
         url = f"http://127.0.0.1:{admin.app.admin_port}/metrics"
