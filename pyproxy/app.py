@@ -109,6 +109,7 @@ class App:
                 self.store.close()
                 raise
             self.admin_port = self.admin.port
+            self.admin.api.metrics_per_transaction = lambda: self.config.proxy.metrics
         self._janitor = loop.create_task(self._maintain())
         self._stats = loop.create_task(self._report_stats())
 

@@ -87,6 +87,7 @@ _PROXY_ONLY_KEYS = frozenset(
         "stats_users",
         "log_format",
         "stats_period",
+        "metrics",
     }
     | PROXY_AUTH_KEYS
 )
@@ -207,6 +208,7 @@ def _parse_proxy(t: Mapping[str, Any], errs: list[str]) -> ProxyConfig:
             t, "ignore_startup_parameters", "proxy", d.ignore_startup_parameters, errs
         ),
         replay_exclude=_names(t, "replay_exclude", "proxy", d.replay_exclude, errs),
+        metrics=_bool(t, "metrics", "proxy", d.metrics, errs),
         **parse_proxy_auth(t, errs),
         admin_users=_user_list(t, "admin_users", "proxy", d.admin_users, errs),
         stats_users=_user_list(t, "stats_users", "proxy", d.stats_users, errs),

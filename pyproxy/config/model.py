@@ -59,6 +59,7 @@ class ProxyConfig:
     track_extra_parameters: tuple[str, ...] = ("IntervalStyle",)
     ignore_startup_parameters: tuple[str, ...] = ("extra_float_digits",)
     replay_exclude: tuple[str, ...] = ()  # session settings never replayed on another server
+    metrics: bool = True  # per-transaction figures for /metrics (histograms, bytes)
     # auth_query defaults for every cluster (a cluster may set its own auth_user/auth_query)
     auth_user: str = ""
     auth_query: str = DEFAULT_AUTH_QUERY
