@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from pyproxy.proto import messages as m
-from tests.support.pgcluster import PgServer
+from tests.support.pgcluster import PgServer, run_sql
 from tests.support.proxy import (
     SCRAM_PASSWORD,
     SCRAM_USER,
@@ -341,3 +341,25 @@ async def test_allow_logs_in_without_tls_first(pg_ssl: PgServer, make_proxy: Any
             assert await conn.fetchval(SERVER_SSL) is False
         finally:
             await conn.close()
+
+
+async def test_pass_through_with_channel_binding_and_only_a_verifier(
+    pg_ssl: PgServer, certs: Certs
+) -> None:
+    """No plaintext anywhere: the client proves itself with SCRAM-SHA-256-PLUS against the
+    verifier PostgreSQL holds, pyproxy logs in over TLS with the recovered key."""
+    verifier = run_sql(
+        pg_ssl, f"SELECT rolpassword FROM pg_authid WHERE rolname = '{SCRAM_USER}'"
+    ).strip()
+    async with running_proxy(
+        pg_ssl,
+        [pool_entry(user=None)],
+        proxy=tls_proxy_settings(certs),
+        users=[{"name": SCRAM_USER, "password": verifier}],
+    ) as proxy:
+        dsn = libpq_dsn(
+            proxy, sslmode="verify-full", sslrootcert=str(certs.ca.cert), channel_binding="require"
+        )
+        done = await asyncio.to_thread(psql, dsn, f"SELECT current_user, ({SERVER_SSL})")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"{SCRAM_USER}|t"
