@@ -363,3 +363,25 @@ async def test_pass_through_with_channel_binding_and_only_a_verifier(
         done = await asyncio.to_thread(psql, dsn, f"SELECT current_user, ({SERVER_SSL})")
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"{SCRAM_USER}|t"
+
+
+async def test_a_failed_or_timed_out_handshake_closes_without_plaintext(
+    pg_ssl: PgServer, certs: Certs
+) -> None:
+    """An SSLRequest answered S, then no ClientHello (client_login_timeout ends it) or a broken
+    one: the connection ends with nothing written in the clear into what is now a TLS stream,
+    and the client is forgotten."""
+    settings = tls_proxy_settings(certs, client_login_timeout=0.3)
+    async with running_proxy(pg_ssl, [pool_entry(size=1)], proxy=settings) as proxy:
+        for hello in (b"", b"\x16\x03\x01\x00\x05hello"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(m.ssl_request())
+            assert await asyncio.wait_for(reader.readexactly(1), TIMEOUT) == b"S"
+            writer.write(hello)
+            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+            writer.close()
+            for _ in range(100):  # the client is forgotten once its connection is lost
+                if not proxy.app.state.clients:
+                    break
+                await asyncio.sleep(0.01)
+            assert proxy.app.state.clients == set()
