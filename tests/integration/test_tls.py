@@ -385,3 +385,29 @@ async def test_a_failed_or_timed_out_handshake_closes_without_plaintext(
                     break
                 await asyncio.sleep(0.01)
             assert proxy.app.state.clients == set()
+
+
+async def test_a_server_that_closes_during_the_handshake_fails_the_login_at_once(
+    make_proxy: Any,
+) -> None:
+    async def closing_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(8)
+        writer.write(b"S")
+        await writer.drain()
+        await reader.read(1)  # the ClientHello's first bytes
+        writer.close()
+
+    server = await asyncio.start_server(closing_server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proxy = await make_proxy(
+            [pool_entry(size=1)],
+            cluster={"host": "127.0.0.1", "port": port},
+            proxy={"server_tls_sslmode": "require", "server_connect_timeout": 60},
+        )
+        with pytest.raises(asyncpg.PostgresError) as caught:
+            await asyncio.wait_for(proxy.asyncpg(ssl=False, timeout=30), 30)
+        assert caught.value.sqlstate == "08001"
+        assert "TLS connection to server" in str(caught.value)  # not the 60 s connect timeout
+    finally:
+        server.close()
