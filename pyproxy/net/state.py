@@ -108,6 +108,9 @@ class ProxyState:
         phase = client.phase
         if phase not in (ClientPhase.STARTUP, ClientPhase.AUTH, ClientPhase.LOGIN):
             return
+        if client.login is not None and client.login.upgrading is not None:
+            client.transport.abort()  # mid TLS handshake: nothing may go out in the clear
+            return
         timeout = self.config.proxy.client_login_timeout
         waiting = phase is ClientPhase.LOGIN and client.pool is not None
         reason = " (server down)" if waiting and client.pool.welcome is None else ""
