@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.baseline import Baseline
+from bench.metrics_cost import METRICS_OFF
 from bench.pgbench import init_pgbench
 from bench.procstat import maps_mention
 from bench.targets import (
@@ -57,9 +58,11 @@ def environment(
     with_pgbouncer: bool = True,
     with_relay: bool = True,
     baseline: Baseline | None = None,
+    metrics_off: bool = False,
 ) -> Iterator[Environment]:
     """PostgreSQL with pgbench data at `scale`, pyproxy, (when given) a second pyproxy running
-    `baseline`'s source with the same config, (when installed and asked for) PgBouncer and
+    `baseline`'s source with the same config, (with `metrics_off`) a third, this tree's with
+    `[proxy] metrics = false` (named METRICS_OFF), (when installed and asked for) PgBouncer and
     (when asked for) the relay.
 
     A proxy or the relay that fails to start is recorded in `errors`; the others still run.
@@ -103,6 +106,14 @@ def environment(
                     f"{baseline.name} on port {target.port} (pid {target.pid}, "
                     f"{_event_loop(target)}), running {target.module}"
                 )
+        if metrics_off:
+            other = PyproxyProcess(
+                workdir, pg.host, pg.port, user, password, pool_size, BENCH_DB, pyproxy_args,
+                name=METRICS_OFF, stem=METRICS_OFF, proxy_extra="metrics = false\n",
+            )  # fmt: skip
+            target = _start(env, stack, METRICS_OFF, other, log)
+            if target is not None:
+                log(f"{METRICS_OFF} on port {target.port} (pid {target.pid}): metrics = false")
         if with_pgbouncer and os.access(PGBOUNCER_BIN, os.X_OK):
             bouncer = PgBouncerProcess(pg.host, pg.port, user, password, pool_size, BENCH_DB)
             target = _start(env, stack, "pgbouncer", bouncer, log)

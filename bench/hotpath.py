@@ -13,6 +13,10 @@ Instruction counts are exact and repeatable, unlike timings on a shared machine:
 whether a change to the hot path adds or removes work. This complements `bench.run`, which
 measures the real thing (sockets, kernel, PostgreSQL) against PgBouncer.
 
+With ``--metrics-cost`` it measures every case twice, with ``[proxy] metrics`` on and off
+(alternating batches, the fastest of each), and prints the difference: what the per-transaction
+figures of /metrics cost on the data path.
+
 With ``--baseline REF`` it also measures pyproxy's source at git commit REF, with this harness,
 in a child process whose PYTHONPATH puts that source first, and prints both side by side.
 """
@@ -80,10 +84,10 @@ def start_clients(clients: list[ClientConn], protocol: str) -> bytes:
 
 
 def measure(
-    situation: str, protocol: str, count: int, mode: str = "transaction"
+    situation: str, protocol: str, count: int, mode: str = "transaction", metrics: bool = True
 ) -> tuple[float, float]:
-    """(µs, bytecode instructions) per transaction."""
-    servers, clients = world(SITUATIONS[situation], mode)
+    """(µs, bytecode instructions) per transaction; ``metrics``: [proxy] metrics."""
+    servers, clients = world(SITUATIONS[situation], mode, metrics)
     request = start_clients(clients, protocol)
     transactions(servers, request, 1000)  # warm up
     best = float("inf")
@@ -91,6 +95,11 @@ def measure(
         started = time.perf_counter()
         transactions(servers, request, count)
         best = min(best, time.perf_counter() - started)
+    return best / count * 1e6, count_instructions(servers, request)
+
+
+def count_instructions(servers: list[Any], request: bytes) -> float:
+    """Bytecode instructions of pyproxy's code per transaction, over 1000 transactions."""
     instructions: Counter[str] = Counter()
 
     def trace(frame: FrameType, event: str, arg: Any) -> Any:
@@ -104,7 +113,32 @@ def measure(
         transactions(servers, request, 1000)
     finally:
         sys.settrace(None)
-    return best / count * 1e6, sum(instructions.values()) / 1000
+    return sum(instructions.values()) / 1000
+
+
+BATCH = 2000  # transactions per timed batch of --metrics-cost
+
+
+def measure_on_off(
+    situation: str, protocol: str, count: int, mode: str
+) -> tuple[float, float, float, float]:
+    """(µs on, µs off, instructions on, instructions off) per transaction, [proxy] metrics on
+    and off. The two worlds run alternately in batches of BATCH transactions and each keeps
+    its fastest batch, so that a busy machine slows both alike and rarely both minima."""
+    worlds = []
+    for metrics in (True, False):
+        servers, clients = world(SITUATIONS[situation], mode, metrics)
+        request = start_clients(clients, protocol)
+        transactions(servers, request, 1000)  # warm up
+        worlds.append((servers, request))
+    best = [float("inf")] * 2
+    for _ in range(max(10, count // BATCH)):
+        for i, (servers, request) in enumerate(worlds):
+            started = time.perf_counter()
+            transactions(servers, request, BATCH)
+            best[i] = min(best[i], time.perf_counter() - started)
+    on, off = (count_instructions(servers, request) for servers, request in worlds)
+    return best[0] / BATCH * 1e6, best[1] / BATCH * 1e6, on, off
 
 
 Row = dict[str, Any]
@@ -203,6 +237,23 @@ def _print_side_by_side(new: list[Row], base: list[Row], name: str) -> None:
         )
 
 
+async def _print_metrics_cost(count: int) -> None:
+    """Each case with [proxy] metrics on and off (``measure_on_off``), and the difference."""
+    print(
+        f"{'mode':12} {'situation':10} {'protocol':9} {'µs on':>7} {'µs off':>7} {'µs diff':>7}"
+        f" {'instr on':>9} {'instr off':>9} {'instr diff':>10}"
+    )
+    for mode in MODES:
+        for situation in SITUATIONS:
+            for protocol in PROTOCOLS:
+                us_on, us_off, on, off = measure_on_off(situation, protocol, count, mode)
+                print(
+                    f"{mode:12} {situation:10} {protocol:9} {us_on:7.2f} {us_off:7.2f} "
+                    f"{us_on - us_off:+7.2f} {on:9.0f} {off:9.0f} {on - off:+10.0f}",
+                    flush=True,
+                )
+
+
 def measure_with_own_harness(ref: str, count: int) -> tuple[Path, list[Row]]:
     """The baseline measured by its own bench.hotpath (its pyproxy, bench and tests), for a
     commit whose internals this tree's harness no longer drives."""
@@ -267,7 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", action="store_true", help="print the figures and pyproxy's path as JSON"
     )
+    parser.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="measure with [proxy] metrics on and off, side by side",
+    )
     args = parser.parse_args(argv)
+    if args.metrics_cost:
+        asyncio.run(_print_metrics_cost(args.transactions))
+        return 0
     if args.baseline:
         return compare(args.baseline, args.transactions)
     if args.json:

@@ -307,7 +307,9 @@ def markdown(results: Row) -> str:
             for r in summarize(results["runs"])
         ],
     )
-    out += _baseline_section(results) + _floor_section(results)
+    from bench.metrics_cost import section as metrics_cost_section  # it reads this module
+
+    out += _baseline_section(results) + metrics_cost_section(results) + _floor_section(results)
     base_name = baseline_name(results["runs"])
     out += ["", "## Every run (in the order run)", ""]
     out += _table(

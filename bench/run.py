@@ -15,6 +15,9 @@ from typing import Any
 from bench.baseline import Baseline, BaselineError, materialise, working_tree
 from bench.environment import Environment, environment
 from bench.idle_rss import measure_idle_rss
+from bench.metrics_cost import COMPANION as METRICS_OFF_COMPANION
+from bench.metrics_cost import METRICS_OFF
+from bench.metrics_cost import NOTE as METRICS_OFF_NOTE
 from bench.pgbench import RunResult, run_pgbench
 from bench.plan import (
     FULL,
@@ -69,9 +72,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="also run pyproxy's source at git commit REF, beside this tree's in the same rounds "
         "(transaction mode, simple and extended, 10/50/200 clients)",
     )
+    parser.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="also run this tree with [proxy] metrics = false beside pyproxy in the same rounds "
+        "(transaction mode, simple and extended, 10/50/200 clients): the CPU cost of /metrics",
+    )
     args = parser.parse_args(argv)
     if args.baseline and args.asyncpg:
         parser.error("--baseline compares in the pgbench matrix, not with --asyncpg")
+    if args.metrics_cost and args.asyncpg:
+        parser.error("--metrics-cost compares in the pgbench matrix, not with --asyncpg")
     return args
 
 
@@ -258,10 +269,14 @@ def benchmark(
         if skip_prepared
         else set()
     )
-    with environment(args.scale, args.pool_size, log, baseline=baseline) as env:
-        companions = tuple(
+    with environment(
+        args.scale, args.pool_size, log, baseline=baseline, metrics_off=args.metrics_cost
+    ) as env:
+        base_companions = tuple(
             baseline_companion(b.name) for b in (baseline,) if b and b.name in env.targets
         )
+        metrics_off = METRICS_OFF in env.targets
+        companions = base_companions + ((METRICS_OFF_COMPANION,) if metrics_off else ())
         results: dict[str, Any] = {
             "kind": "quick" if args.quick else "full",
             "command": " ".join(["python -m bench.run", *argv]),
@@ -283,8 +298,9 @@ def benchmark(
                 env,
                 skip_prepared and "prepared" in spec.protocols,
                 idle_clients,
-                companions[0] if companions else None,
-            ),
+                base_companions[0] if base_companions else None,
+            )
+            + ([METRICS_OFF_NOTE] if metrics_off else []),
             "pyproxy_source": {
                 "describe": working_tree(),
                 "module": _module(env, "pyproxy"),

@@ -69,9 +69,17 @@ def wait_until(check: Callable[[], bool], what: str, alive: Callable[[], bool]) 
 
 
 def pyproxy_config(
-    pg_host: str, pg_port: int, port: int, user: str, password: str, pool_size: int, dbname: str
+    pg_host: str,
+    pg_port: int,
+    port: int,
+    user: str,
+    password: str,
+    pool_size: int,
+    dbname: str,
+    proxy_extra: str = "",
 ) -> str:
-    """The TOML config of the benchmark's pyproxy: one pool per mode, trust auth, no admin API."""
+    """The TOML config of the benchmark's pyproxy: one pool per mode, trust auth, no admin API;
+    ``proxy_extra``: more lines for its [proxy] table."""
     pools = "".join(
         f'\n[[clusters.pools]]\nname = "{POOL_NAMES[mode]}"\ndb = "{dbname}"\nuser = "{user}"\n'
         f'size = {pool_size}\nmode = "{mode}"\n'
@@ -79,7 +87,7 @@ def pyproxy_config(
     )
     return (
         f'[proxy]\nlisten = "127.0.0.1:{port}"\nauth_type = "trust"\nmax_client_conn = 20000\n'
-        f"query_wait_timeout = 120\n\n[admin]\nenabled = false\n\n"
+        f"query_wait_timeout = 120\n{proxy_extra}\n[admin]\nenabled = false\n\n"
         f'[[clusters]]\nid = "{CLUSTER_ID}"\nhost = "{pg_host}"\nport = {pg_port}\n'
         f"max_connections = 1000\n\n"
         f'[[clusters.users]]\nname = "{user}"\npassword = "{password}"\n{pools}'
@@ -151,7 +159,8 @@ class PyproxyProcess(PythonChild):
     With `source` (a baseline's directory holding another commit's `pyproxy` package) the child
     runs in `source` with only `source` on its PYTHONPATH, so it imports that package; without,
     it runs the working tree's. Either way it must say it imported the package it was meant to,
-    or it does not count as started. `stem` names its config and log files in `workdir`.
+    or it does not count as started. `stem` names its config and log files in `workdir`;
+    `proxy_extra` adds lines to its [proxy] table (e.g. ``metrics = false``).
     """
 
     def __init__(
@@ -167,6 +176,7 @@ class PyproxyProcess(PythonChild):
         name: str = "pyproxy",
         source: Path | None = None,
         stem: str = "pyproxy",
+        proxy_extra: str = "",
     ) -> None:
         port = free_port()
         self.name = self.label = name
@@ -174,7 +184,7 @@ class PyproxyProcess(PythonChild):
         self.expected = (source or REPO_ROOT).resolve() / "pyproxy"
         self.config_path = workdir / f"{stem}.toml"
         self.config_path.write_text(
-            pyproxy_config(pg_host, pg_port, port, user, password, pool_size, dbname)
+            pyproxy_config(pg_host, pg_port, port, user, password, pool_size, dbname, proxy_extra)
         )
         argv = [sys.executable, "-c", LAUNCHER, "serve", "-c", str(self.config_path)]
         argv += ["--log-level", "warning", *extra_args]

@@ -2,7 +2,9 @@
 (clients sslmode=require, the proxy to PostgreSQL sslmode=require), TPS and the proxy's CPU per
 transaction, and the handshake rate with a new TLS connection per transaction (pgbench -C).
 
-    python -m bench.tls [--duration 10] [--clients 10] [--pool-size 10]
+    python -m bench.tls [--duration 10] [--clients 10] [--pool-size 10] [--no-tls]
+
+``--no-tls`` runs the same cells with TLS off on both sides, for the cost of TLS itself.
 """
 
 from __future__ import annotations
@@ -22,17 +24,24 @@ from pyproxy.testing.tlspg import made_certs, ssl_postgres
 DBNAME = "pgbench"
 
 
-def _pyproxy_tls(proc: PyproxyProcess, cert: Path, key: Path) -> None:
-    text = proc.config_path.read_text().replace(
-        'auth_type = "trust"\n',
-        'auth_type = "trust"\n'
+def _pyproxy_tls(proc: PyproxyProcess, cert: Path, key: Path, tls: bool = True) -> None:
+    keys = (
         f'client_tls_sslmode = "require"\nclient_tls_cert_file = "{cert}"\n'
-        f'client_tls_key_file = "{key}"\nserver_tls_sslmode = "require"\n',
+        f'client_tls_key_file = "{key}"\nserver_tls_sslmode = "require"\n'
+        if tls
+        else 'server_tls_sslmode = "disable"\n'
+    )
+    text = proc.config_path.read_text().replace(
+        'auth_type = "trust"\n', 'auth_type = "trust"\n' + keys
     )
     proc.config_path.write_text(text)
 
 
-def _pgbouncer_tls(proc: PgBouncerProcess, cert: Path, key: Path) -> None:
+def _pgbouncer_tls(proc: PgBouncerProcess, cert: Path, key: Path, tls: bool = True) -> None:
+    if not tls:
+        with proc.ini.open("a") as f:
+            f.write("server_tls_sslmode = disable\n")
+        return
     mine_cert, mine_key = proc.dir / "tls.crt", proc.dir / "tls.key"
     shutil.copy(cert, mine_cert)
     shutil.copy(key, mine_key)
@@ -62,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--pool-size", type=int, default=10)
+    parser.add_argument("--no-tls", action="store_true", help="the same cells without TLS")
     args = parser.parse_args(argv)
+    tls = not args.no_tls
     user, password = USERS["superuser"]
-    os.environ["PGSSLMODE"] = "require"
+    os.environ["PGSSLMODE"] = "require" if tls else "disable"
     rows = []
     with made_certs() as certs, ssl_postgres(certs) as pg:
         run_sql(pg, f"CREATE DATABASE {DBNAME}")
@@ -76,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
                     proc: PyproxyProcess | PgBouncerProcess = PyproxyProcess(
                         workdir, pg.host, pg.port, user, password, args.pool_size, DBNAME
                     )
-                    _pyproxy_tls(proc, certs.proxy.cert, certs.proxy.key)
+                    _pyproxy_tls(proc, certs.proxy.cert, certs.proxy.key, tls)
                 else:
                     proc = PgBouncerProcess(
                         pg.host, pg.port, user, password, args.pool_size, DBNAME
                     )
-                    _pgbouncer_tls(proc, certs.proxy.cert, certs.proxy.key)
+                    _pgbouncer_tls(proc, certs.proxy.cert, certs.proxy.key, tls)
                 target = proc.start()
                 try:
                     for connect_each in (False, True):

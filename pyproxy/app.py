@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from pyproxy.auth.throttle import LoginThrottle
-from pyproxy.config import Config, PoolConfig
-from pyproxy.errors import ADMIN_SHUTDOWN, PgError
+from pyproxy.config import Config, PoolConfig, load_config
+from pyproxy.console.periods import stats_line
+from pyproxy.console.session import Console
+from pyproxy.errors import ADMIN_SHUTDOWN, ConfigError, PgError
 from pyproxy.net.connect import open_server
 from pyproxy.net.listener import listen
 from pyproxy.net.server import ServerConn
@@ -18,6 +21,7 @@ from pyproxy.pool.pool import Pool
 from pyproxy.pool.registry import PoolRegistry
 
 log = logging.getLogger("pyproxy.app")
+stats_log = logging.getLogger("pyproxy.stats")
 JANITOR_INTERVAL = 0.05
 
 
@@ -36,6 +40,18 @@ class App:
         self.admin_port = 0
         self.stopping = False
         self.reuse_port = False  # a worker process: others accept on the same address
+        self._stats: asyncio.Task[None] | None = None
+        # SHUTDOWN from the admin console: the command line replaces this to end its serve loop.
+        self.on_shutdown: Callable[[], object] = self._stop_soon
+        self._stopper: asyncio.Task[None] | None = None
+        self.console = Console(
+            self.registry,
+            lambda: self.config,
+            lambda: list(self.state.clients),
+            _ConsoleActions(self),
+            self.state.spawn,
+        )
+        self.state.console = self.console
 
     async def _connect(self, pool: Pool) -> ServerConn:
         files = pool.cluster.server_tls
@@ -96,7 +112,9 @@ class App:
                 self.store.close()
                 raise
             self.admin_port = self.admin.port
+            self.admin.api.metrics_per_transaction = lambda: self.config.proxy.metrics
         self._janitor = loop.create_task(self._maintain())
+        self._stats = loop.create_task(self._report_stats())
 
     async def _maintain(self) -> None:
         while True:
@@ -111,6 +129,36 @@ class App:
                 self.state.tick(now)
             except Exception:
                 log.exception("client maintenance failed")
+
+    def _stop_soon(self) -> None:
+        if self._stopper is None:
+            self._stopper = asyncio.get_running_loop().create_task(self.stop())
+
+    async def _report_stats(self) -> None:
+        """Every stats_period: one log line per pool with its averages (PgBouncer's ``stats:``
+        line), the figures SHOW STATS_AVERAGES reports."""
+        periods = self.console.periods
+        periods.sample(self.registry, [], time.monotonic())
+        while True:
+            period = self.config.proxy.stats_period
+            await asyncio.sleep(period if period > 0 else 1.0)
+            if period <= 0:
+                continue
+            names = sorted(p.name for c in self.registry.clusters() for p in
+                           self.registry.pool_configs(c.id))  # fmt: skip
+            try:
+                averages = periods.sample(self.registry, names, time.monotonic())
+            except Exception:
+                log.exception("stats sampling failed")
+                continue
+            for name, avg in averages.items():
+                stats_log.info(stats_line(name, avg), extra={"pool": name, "stats": avg})
+
+    def reload_file(self) -> None:
+        """RELOAD: read the config file again and apply it (ConfigError when it is invalid)."""
+        if self.config.path is None:
+            raise ConfigError("the running configuration was not read from a file")
+        self.reload(load_config(self.config.path))
 
     def reload(self, config: Config, api_pools: list[tuple[str, PoolConfig]] | None = None) -> None:
         """Apply a new config: pools, users, timeouts. Listeners stay as they are. A worker
@@ -159,12 +207,28 @@ class App:
         self.state.auth_query.close()
         if self._janitor is not None:
             self._janitor.cancel()
+        if self._stats is not None:
+            self._stats.cancel()
         for task in list(self.state.tasks):
             task.cancel()
         if self.store is not None:
             self.store.close()
         await asyncio.sleep(0)
         log.info("stopped")
+
+
+class _ConsoleActions:
+    """RELOAD and SHUTDOWN from the admin console."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def reload(self) -> None:
+        self.app.reload_file()
+
+    def shutdown(self) -> None:
+        log.info("SHUTDOWN from the admin console")
+        self.app.on_shutdown()
 
 
 def _login_throttle(config: Config) -> LoginThrottle:

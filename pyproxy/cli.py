@@ -83,6 +83,7 @@ async def _serve(path: str, config: Config) -> int:
             return
         app.reload(new)
 
+    app.on_shutdown = stop.set  # SHUTDOWN from the admin console
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, on_reload)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         pools = sum(len(c.pools) for c in config.clusters)
         print(f"{args.config}: OK ({len(config.clusters)} clusters, {pools} pools)")
         return 0
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, config.proxy.log_format)
     _raise_fd_limit()
     loop_name = _install_uvloop()
     log.info("pyproxy %s starting (%s event loop)", __version__, loop_name)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
-from pyproxy.admin import pausing, poolstats
+from pyproxy.admin import metrics, pausing, poolstats
 from pyproxy.admin.bodies import (
     BadRequest,
     Unprocessable,
@@ -24,7 +24,6 @@ from pyproxy.admin.bodies import (
 )
 from pyproxy.admin.dashboard import Dashboard
 from pyproxy.admin.http_messages import Request, Response, error_response, json_response
-from pyproxy.admin.metrics import render as render_metrics
 from pyproxy.admin.store import StateStore, StateStoreError
 from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import ClusterConfig, PoolConfig, PoolSettings
@@ -83,6 +82,14 @@ class AdminApi:
         self._write_lock = asyncio.Lock()
         self.dashboard = Dashboard()
         self.collect_stats = poolstats.collect  # may become an aggregate over processes
+        # [proxy] metrics, read at each scrape; and what /metrics renders (metrics.merge adds
+        # up the figures of several processes).
+        self.metrics_per_transaction: Callable[[], bool] = lambda: True
+        self.collect_metrics: Callable[[], dict[str, Any]] = lambda: metrics.collect(
+            cast(metrics.MetricsSource, self.manager),
+            self.manager.client_count(),
+            self.metrics_per_transaction(),
+        )
         self.client_ssl = False  # client TLS is on: connection details say ssl / sslmode=require
 
     # -- routing ---------------------------------------------------------------------------
@@ -181,7 +188,7 @@ class AdminApi:
         return json_response(200, {"status": "ok"})
 
     async def metrics(self, req: Request, args: list[str]) -> Response:
-        text = render_metrics(self.manager, self.manager.client_count())
+        text = metrics.render(self.collect_metrics())
         return Response(200, text.encode(), [("content-type", "text/plain; version=0.0.4")])
 
     async def openapi_doc(self, req: Request, args: list[str]) -> Response:

@@ -239,7 +239,7 @@ PATHS: dict[str, Any] = {
     "/metrics": {
         "get": {
             "operationId": "metrics",
-            "summary": "Prometheus metrics: clients, queue waits (histogram), servers per pool",
+            "summary": "Prometheus metrics: latency histograms, counters and gauges per pool",
             "responses": {
                 "200": {
                     "description": "Prometheus text exposition format 0.0.4.",

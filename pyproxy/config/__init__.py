@@ -10,6 +10,7 @@ from pyproxy.config.load import (
 )
 from pyproxy.config.model import (
     AUTH_TYPES,
+    LOG_FORMATS,
     MODES,
     SESSION_STATE_POLICIES,
     AdminConfig,
@@ -36,6 +37,7 @@ __all__ = [
     "DATABASE_NAME_MAX_BYTES",
     "DEFAULT_LISTEN_HOST",
     "DEFAULT_TOKEN_ENV",
+    "LOG_FORMATS",
     "MIN_PACKET_SIZE",
     "MODES",
     "POOL_NAME_MAX_LEN",

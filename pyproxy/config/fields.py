@@ -180,6 +180,24 @@ def _names(
     return default
 
 
+def _user_list(
+    t: Mapping[str, Any], name: str, prefix: str, default: tuple[str, ...], errs: list[str]
+) -> tuple[str, ...]:
+    """User names as an array of strings or PgBouncer's comma-separated string."""
+    if name not in t:
+        return default
+    value = t[name]
+    if isinstance(value, str) and "\x00" not in value:
+        return tuple(n.strip() for n in value.split(",") if n.strip())
+    if isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value):
+        return tuple(v.strip() for v in value)
+    errs.append(
+        f'{_key(prefix, name)}: must be an array of user names, e.g. ["admin"], or a '
+        f'comma-separated string, e.g. "admin, ops", got {_show(value)}'
+    )
+    return default
+
+
 # --- addresses ------------------------------------------------------------------------------
 
 

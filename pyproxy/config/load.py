@@ -26,10 +26,12 @@ from pyproxy.config.fields import (
     _show,
     _string,
     _table,
+    _user_list,
     _window,
 )
 from pyproxy.config.model import (
     AUTH_TYPES,
+    LOG_FORMATS,
     MODES,
     SESSION_STATE_POLICIES,
     AdminConfig,
@@ -82,6 +84,11 @@ _PROXY_ONLY_KEYS = frozenset(
         "track_extra_parameters",
         "ignore_startup_parameters",
         "replay_exclude",
+        "admin_users",
+        "stats_users",
+        "log_format",
+        "stats_period",
+        "metrics",
         "workers",
     }
     | PROXY_AUTH_KEYS
@@ -203,8 +210,13 @@ def _parse_proxy(t: Mapping[str, Any], errs: list[str]) -> ProxyConfig:
             t, "ignore_startup_parameters", "proxy", d.ignore_startup_parameters, errs
         ),
         replay_exclude=_names(t, "replay_exclude", "proxy", d.replay_exclude, errs),
+        metrics=_bool(t, "metrics", "proxy", d.metrics, errs),
         workers=_workers(t, d.workers, errs),
         **parse_proxy_auth(t, errs),
+        admin_users=_user_list(t, "admin_users", "proxy", d.admin_users, errs),
+        stats_users=_user_list(t, "stats_users", "proxy", d.stats_users, errs),
+        log_format=_choice(t, "log_format", "proxy", d.log_format, LOG_FORMATS, errs),
+        stats_period=_duration(t, "stats_period", "proxy", d.stats_period, errs),
         # [proxy].max_client_conn is the proxy-wide limit, not a per-pool default.
         defaults=_parse_settings(t, PoolSettings(), "proxy", errs, skip={"max_client_conn"}),
     )

@@ -8,6 +8,7 @@ from pyproxy.tls.contexts import TlsFiles
 
 MODES = ("session", "transaction", "statement")
 AUTH_TYPES = ("trust", "md5", "scram-sha-256")
+LOG_FORMATS = ("text", "json")
 SESSION_STATE_POLICIES = ("pin", "warn", "error", "allow")
 # PgBouncer's auth_query on pg_authid: NULL for an expired role, only roles that may log in.
 DEFAULT_AUTH_QUERY = (
@@ -58,12 +59,19 @@ class ProxyConfig:
     track_extra_parameters: tuple[str, ...] = ("IntervalStyle",)
     ignore_startup_parameters: tuple[str, ...] = ("extra_float_digits",)
     replay_exclude: tuple[str, ...] = ()  # session settings never replayed on another server
+    metrics: bool = True  # per-transaction figures for /metrics (histograms, bytes)
     workers: int = 1  # processes accepting clients on the listen address (one budget)
     # auth_query defaults for every cluster (a cluster may set its own auth_user/auth_query)
     auth_user: str = ""
     auth_query: str = DEFAULT_AUTH_QUERY
     auth_dbname: str = ""  # "" = the database of the pool the client asked for
     auth_cache_seconds: float = 15.0  # how long a looked-up secret (or its absence) is reused
+    # The admin console (database "pgbouncer" or "pyproxy"): users allowed every command, and
+    # users allowed SHOW only.
+    admin_users: tuple[str, ...] = ()
+    stats_users: tuple[str, ...] = ()
+    log_format: str = "text"  # "text" or "json" (one object per line)
+    stats_period: float = 60.0  # seconds between stats log lines and SHOW STATS averages; 0 = off
     defaults: PoolSettings = field(default_factory=PoolSettings)
     # client_tls_* (pyproxy as TLS server) and server_tls_* (as TLS client of PostgreSQL; the
     # default for every cluster), PgBouncer's names; see pyproxy.config.tls.

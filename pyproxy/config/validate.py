@@ -55,6 +55,16 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+# Database names the admin console answers to (pyproxy.console): no pool may take them.
+RESERVED_POOL_NAMES = frozenset({"pgbouncer", "pyproxy"})
+
+
+def _reserved(name: str) -> str | None:
+    if name in RESERVED_POOL_NAMES:
+        return f"{_show(name)} is the admin console's database name; choose another pool name"
+    return None
+
+
 def validate_pool_name(name: object) -> str | None:
     """Return why ``name`` cannot be a pool name, or None if it can.
 
@@ -75,7 +85,7 @@ def validate_pool_name(name: object) -> str | None:
             "may contain only ASCII letters, digits, '_', '-' and '.', and must start with "
             f"a letter, a digit or '_', got {_show(name)}"
         )
-    return None
+    return _reserved(name)
 
 
 def validate_database_name(name: object) -> str | None:
@@ -93,7 +103,7 @@ def validate_database_name(name: object) -> str | None:
             f"must be 1 to {DATABASE_NAME_MAX_BYTES} bytes (a PostgreSQL database name) "
             f"without NUL, got {size} bytes ({_show(name)})"
         )
-    return None
+    return _reserved(name)
 
 
 def check_budget(cluster: ClusterConfig, pools: Iterable[PoolConfig]) -> str | None:

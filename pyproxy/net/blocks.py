@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from pyproxy.errors import ACTIVE_SQL_TRANSACTION
 from pyproxy.net.relay import keep
+from pyproxy.pool.figures import own_error
 from pyproxy.proto import messages as m
 from pyproxy.proto.codes import PARSE, QUERY, TERMINATE
 from pyproxy.proto.framing import length_at, message_end
@@ -38,6 +39,7 @@ def enter(client: ClientConn, rest: bytes = b"") -> None:
     block = client.block = AbortedBlock()
     client.move(C.BLOCKED)
     refusal = m.error_response(ACTIVE_SQL_TRANSACTION, STATEMENT_BLOCK, hint=STATEMENT_HINT)
+    own_error(client.pool, ACTIVE_SQL_TRANSACTION)
     if rest and rest[0] == PARSE:  # extended protocol: the rest up to Sync is skipped
         block.skipping = True
         client.transport.write(refusal)

@@ -66,13 +66,18 @@ class Cancels:
             return
         pool = client.pool
         if client.phase is ClientPhase.WAITING and pool is not None:
+            pool.figures.cancel("dequeued")
             pool.cancel_waiter(client)
             return
         server = client.server
         if server is None or server.closed or (server.pending <= 0 and not client.open_ext):
             log.info("[c%d] cancel request for an idle client ignored", client.id)
+            if pool is not None:
+                pool.figures.cancel("ignored")
             return
         server.cancels += 1
+        if pool is not None:
+            pool.figures.cancel("forwarded")
         self.spawn(self._forward(client, server, server.link_gen))
 
     async def _forward(self, client: ClientConn, server: ServerConn, gen: int) -> None:
@@ -109,6 +114,7 @@ class Cancels:
         pool = server.pool
         if pool is None or not server.pid:
             return
+        pool.figures.cancel("abandoned")
         self.spawn(self._abandon(pool.cluster.host, pool.cluster.port, server.pid, server.secret))
 
     async def _abandon(self, host: str, port: int, pid: int, secret: int) -> None:

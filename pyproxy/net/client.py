@@ -14,14 +14,9 @@ from pyproxy.net.connect import peer_address
 from pyproxy.net.login import Login
 from pyproxy.net.relay import joined, pause_peer, resume_cut, resume_peer, stream_or_keep
 from pyproxy.net.release import Releasing
+from pyproxy.pool.figures import own_error
 from pyproxy.proto import messages as m
-from pyproxy.proto.codes import (
-    COPY_DATA,
-    COPY_IN_TYPES,
-    FRONTEND_TYPES,
-    IDLE,
-    TERMINATE,
-)
+from pyproxy.proto.codes import COPY_DATA, COPY_IN_TYPES, FRONTEND_TYPES, IDLE, TERMINATE
 from pyproxy.proto.framing import count_ready
 from pyproxy.proto.phases import ClientPhase, ServerPhase, client_moves
 from pyproxy.session.aborted_block import AbortedBlock
@@ -45,6 +40,7 @@ from pyproxy.session.shapes import BindShape, ReplyShape, RequestShape
 if TYPE_CHECKING:
     from pyproxy.net.server import ServerConn
     from pyproxy.net.state import ProxyState
+    from pyproxy.pool.figures import Figures
     from pyproxy.pool.pool import Pool
 
 log = logging.getLogger("pyproxy.client")
@@ -57,6 +53,8 @@ _ids = iter(range(1, 1 << 62))
 
 class ClientConn(Releasing, asyncio.Protocol):
     """An application connection; linked to a server only while the pool mode requires."""
+
+    figures: Figures | None = None  # its pool's, while [proxy] metrics is on
 
     def __init__(self, state: ProxyState) -> None:
         self.id = next(_ids)
@@ -139,6 +137,7 @@ class ClientConn(Releasing, asyncio.Protocol):
         """Authenticated: a client of ``pool`` from now on."""
         self.pool = pool
         pool.clients.add(self)
+        self.figures = pool.figures if self.proxy.config.proxy.metrics else None
         self.mode = pool.mode
         self.session_mode = self.mode == "session"
         self.statement_mode = self.mode == "statement"
@@ -180,6 +179,7 @@ class ClientConn(Releasing, asyncio.Protocol):
         """Send an error and close (FATAL)."""
         if self.phase is C.CLOSED or self.transport is None:
             return
+        own_error(self.pool, err.sqlstate)
         self.transport.write(
             m.error_response(
                 err.sqlstate, err.message, severity="FATAL", detail=err.detail, hint=err.hint
@@ -255,6 +255,9 @@ class ClientConn(Releasing, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """The client's bytes: to the linked server by the fast lane or the general path
         (other phases: ``_unlinked_data``)."""
+        figures = self.figures
+        if figures is not None:
+            figures.received += len(data)
         if self.phase is LINKED:
             if not lane.request(self, data):
                 self.forward(data)
@@ -309,6 +312,7 @@ class ClientConn(Releasing, asyncio.Protocol):
             if err.fatal:
                 self.fatal(err)
             else:
+                own_error(self.pool, err.sqlstate)
                 self.transport.write(
                     m.error_response(err.sqlstate, err.message, detail=err.detail, hint=err.hint)
                     + m.READY_IDLE
@@ -361,7 +365,8 @@ class ClientConn(Releasing, asyncio.Protocol):
                     server.pending = 0
                     server.link(self, None)
                     self.move(C.LINKED)
-                    self.data_received(data)
+                    if not lane.request(self, data):
+                        self.forward(data)
                 return
         self.pending_data.append(data)
         self.move(C.WAITING)
@@ -476,6 +481,7 @@ class ClientConn(Releasing, asyncio.Protocol):
         if err.fatal:
             self.fatal(err)
             return
+        own_error(self.pool, err.sqlstate)
         data = b"".join(self.pending_data)
         self.pending_data.clear()
         units = max(count_ready(data), 1)

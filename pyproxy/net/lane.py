@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import struct
 import time
+from bisect import bisect_left
 from typing import Any
 
+from pyproxy.pool.figures import BOUNDS
 from pyproxy.proto.codes import BIND, DATA_ROW, IDLE, QUERY
 from pyproxy.proto.framing import length_at
 from pyproxy.proto.phases import ClientPhase
@@ -185,6 +187,16 @@ def reply(server: Any, data: bytes) -> bool:
     status = shape.status
     server.status = status
     now = server.ready_at = time.monotonic()
+    figures = client.figures
+    if figures is not None:  # Figures.ready, its commonest case inlined
+        figures.sent += n
+        xact_start = client.xact_start
+        if status == IDLE and client.query_start <= xact_start:
+            d = now - xact_start
+            figures.one[bisect_left(BOUNDS, d)] += 1
+            figures.one_sum += d
+        else:
+            figures.ready(status, now, client.query_start, xact_start)
     pending = server.pending - 1
     server.pending = pending
     server.stmts.recv_seg += 1

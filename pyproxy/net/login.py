@@ -16,6 +16,7 @@ from pyproxy.auth.exchange import ClientExchange
 from pyproxy.auth.scram import AuthFailed
 from pyproxy.errors import (
     FEATURE_NOT_SUPPORTED,
+    INSUFFICIENT_PRIVILEGE,
     INTERNAL_ERROR,
     INVALID_AUTHORIZATION,
     INVALID_CATALOG_NAME,
@@ -41,10 +42,12 @@ from pyproxy.session import params as P
 if TYPE_CHECKING:
     from pyproxy.config import ClusterConfig
     from pyproxy.net.client import ClientConn
+    from pyproxy.net.state import ProxyState
     from pyproxy.pool.pool import Pool
 
 log = logging.getLogger("pyproxy.login")
 C = ClientPhase
+CONSOLE_KEY = "\x00console"  # where console users' SCRAM secrets are cached (no cluster id)
 MAX_GREETINGS = 64  # login greetings remembered per pool (one per set of startup parameters)
 
 # Tools known by the application_name they send, that need their statements on one server.
@@ -147,6 +150,13 @@ class Login:
         if minor > 0 or unsupported:
             client.transport.write(m.negotiate_protocol_version(0, unsupported))
         client.params = self._session_parameters(params)
+        console = proxy.console
+        if console is not None and client.database in console.databases:
+            # The admin console: any configured user's password; the role is checked after.
+            client.move(C.AUTH)
+            self.framer = MessageFramer(proxy.config.proxy.max_packet_size)
+            self._start_auth(None, "")
+            return
         found = proxy.registry.find_pool(client.database)
         if found is None:
             raise PgError(
@@ -199,7 +209,10 @@ class Login:
 
     # ---- authentication -------------------------------------------------------------------------
 
-    def _start_auth(self, cluster: ClusterConfig, db: str) -> None:
+    def _start_auth(self, cluster: ClusterConfig | None, db: str) -> None:
+        """Authenticate the client against its stored secret in ``cluster`` (looked up with
+        auth_query when the cluster has one and does not list the user); ``cluster`` None: the
+        admin console, where any configured user's password counts (the role is checked after)."""
         client = self.client
         proxy = client.proxy
         wait = proxy.throttle.check(client.address, client.user, time.monotonic())
@@ -210,6 +223,10 @@ class Login:
                 hint=f"try again in {max(1, math.ceil(wait))} s",
                 fatal=True,
             )
+        if cluster is None:
+            self.cluster_id = CONSOLE_KEY
+            self._exchange(_console_password(proxy, client.user))
+            return
         self.cluster_id = cluster.id
         known = cluster.user(client.user)
         if known is None and cluster.auth_user:
@@ -297,6 +314,13 @@ class Login:
         proxy = client.proxy
         proxy.throttle.succeeded(client.address, client.user)
         client.move(C.LOGIN)
+        if (
+            client.pool is None
+            and proxy.console is not None
+            and client.database in (proxy.console.databases)
+        ):
+            self._console_login()
+            return
         try:
             pool = self._join()
         except PgError as exc:
@@ -356,6 +380,36 @@ class Login:
             log.error("[c%d] login failed: %r", client.id, exc)
             client.fatal(PgError(INTERNAL_ERROR, f"internal error during login: {exc}", fatal=True))
 
+    def _console_login(self) -> None:
+        """An authenticated console user: greeted by the console, or refused (42501) when the
+        user is in neither admin_users nor stats_users."""
+        client = self.client
+        proxy = client.proxy
+        proxy.login_done(client)
+        console = proxy.console
+        assert console is not None
+        role = console.role(client.user)
+        if role is None:
+            self._ended(
+                PgError(
+                    INSUFFICIENT_PRIVILEGE,
+                    f'permission denied for database "{client.database}"',
+                    detail=f'user "{client.user}" is in neither admin_users nor stats_users',
+                    fatal=True,
+                )
+            )
+            return
+        client.key = proxy.cancels.new_key(client)
+        hello = console.greeting(client.params.get("application_name", ""))
+        client.transport.write(hello + m.backend_key_data(*client.key) + m.READY_IDLE)
+        rest = self.framer.take_rest() if self.framer is not None else b""
+        client.logged_in()
+        log.info("[c%d] %s opened the admin console as %s (%s)", client.id, client.peer,
+                 client.user, role)  # fmt: skip
+        console.attach(client, role)  # from now on the console reads this connection
+        if rest:
+            console.feed(client, rest)
+
     # ---- the greeting ---------------------------------------------------------------------------
 
     def greet(self, pool: Pool) -> None:
@@ -396,6 +450,15 @@ class Login:
         out = [m.AUTH_OK_MSG]
         out.extend(m.parameter_status(names.get(k, k), v) for k, v in welcome.items())
         return b"".join(out), params
+
+
+def _console_password(proxy: ProxyState, user: str) -> str | None:
+    """A console user's password: the first cluster's entry for that user name."""
+    for cluster in proxy.registry.clusters():
+        known = cluster.user(user)
+        if known is not None:
+            return known.password
+    return None
 
 
 def _encoding_name(value: str) -> str:

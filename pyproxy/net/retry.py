@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pyproxy.errors import PgError
+from pyproxy.pool.figures import own_error
 from pyproxy.proto import messages as m
 from pyproxy.proto.codes import IDLE, TERMINATE
 from pyproxy.proto.phases import ClientPhase
@@ -58,6 +59,7 @@ def server_failed(client: ClientConn, err: PgError, mid_message: bool = False) -
     client.tail = b""
     client.discard, client.skip = client.skip, 0
     if pending > 0:
+        own_error(client.pool, err.sqlstate)
         out = [m.error_response(err.sqlstate, err.message, detail=err.detail)]
         out.extend([m.READY_IDLE] * pending)
         client.transport.write(b"".join(out))

@@ -354,6 +354,9 @@ class ServerConn(asyncio.Protocol):
         """The general relay: replies walked message by message (pyproxy.session.accounting)."""
         client = self.client
         assert client is not None
+        figures = client.figures
+        if figures is not None:
+            figures.sent += len(data)
         if client.retry is not None:
             data = self._first_reply(client, data)
             if not data:

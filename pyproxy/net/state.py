@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyproxy.auth.credentials import Credentials
 from pyproxy.auth.passthrough import KeyStore
@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     from pyproxy.net.client import ClientConn
     from pyproxy.pool.registry import PoolRegistry
     from pyproxy.tls.contexts import TlsFiles
+
+
+class ConsoleHandler(Protocol):
+    """The admin console as the client shell sees it (the app hands one in)."""
+
+    databases: frozenset[str]
+
+    def role(self, user: str) -> str | None: ...
+    def greeting(self, application_name: str) -> bytes: ...
+    def attach(self, client: Any, role: str) -> None: ...
+    def feed(self, client: Any, data: bytes) -> None: ...
 
 
 class ProxyState:
@@ -46,6 +57,7 @@ class ProxyState:
         self.cancels = Cancels(self.spawn)
         self.tls = LiveTls(config.proxy.client_tls, _server_tls(config))
         self._login_timers: dict[ClientConn, asyncio.TimerHandle] = {}
+        self.console: ConsoleHandler | None = None  # the admin console, when the app has one
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -96,6 +108,9 @@ class ProxyState:
         self._login_timers.pop(client, None)
         phase = client.phase
         if phase not in (ClientPhase.STARTUP, ClientPhase.AUTH, ClientPhase.LOGIN):
+            return
+        if client.login is not None and client.login.upgrading is not None:
+            client.transport.abort()  # mid TLS handshake: nothing may go out in the clear
             return
         timeout = self.config.proxy.client_login_timeout
         waiting = phase is ClientPhase.LOGIN and client.pool is not None

@@ -15,6 +15,7 @@ from pyproxy.proto.phases import ClientPhase
 from pyproxy.tls.modes import ALPN, REQUIRING
 
 if TYPE_CHECKING:
+    from pyproxy.net.client import ClientConn
     from pyproxy.net.login import Login
     from pyproxy.tls.contexts import ServingContext
 
@@ -106,9 +107,10 @@ async def _upgrade(login: Login, serving: ServingContext, first: bytes, direct: 
         transport = await handshake
     except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
         log.info("[c%d] TLS handshake with %s failed: %s", client.id, client.peer, exc)
-        raw.abort()
+        _lost(client, raw, exc)
         return
-    if transport is None or client.phase is ClientPhase.CLOSED:
+    if transport is None or transport.is_closing() or client.phase is ClientPhase.CLOSED:
+        _lost(client, raw, None)  # closed during the handshake (client_login_timeout)
         return
     client.transport = transport  # type: ignore[assignment]
     login.tls = transport.get_extra_info("ssl_object")
@@ -126,6 +128,14 @@ async def _upgrade(login: Login, serving: ServingContext, first: bytes, direct: 
         if client.phase is ClientPhase.CLOSED:
             break
         client.data_received(data)
+
+
+def _lost(client: ClientConn, raw: asyncio.Transport, exc: Exception | None) -> None:
+    """Asyncio's TLS protocol does not tell the client protocol of a connection lost during
+    the handshake: end it here."""
+    raw.abort()
+    if client in client.proxy.clients:
+        client.connection_lost(exc)
 
 
 def _replay(raw: asyncio.Transport, data: bytes) -> None:

@@ -84,7 +84,9 @@ class Negotiation:
         except (ssl.SSLError, OSError, ConnectionError, TimeoutError) as exc:
             driver.fail(self._failed(str(exc) or type(exc).__name__))
             return
-        if transport is None or server.closed:
+        if transport is None or transport.is_closing() or server.closed:
+            # asyncio reports a connection closed mid-handshake as a handshake that ended.
+            driver.fail(self._failed("the server closed the connection during the handshake"))
             return
         server.transport = transport  # type: ignore[assignment]
         transport.write(driver.startup_message)

@@ -62,10 +62,12 @@ class Opener:
 
     async def _connect(self, client: Any) -> None:
         pool = self.pool
+        started = time.monotonic()
         try:
             server = await self.connector(pool)
         except Exception as exc:
             self.connecting -= 1
+            pool.figures.connect_failures += 1
             err = (
                 exc
                 if isinstance(exc, PgError)
@@ -78,6 +80,7 @@ class Opener:
                 self._failed(err)
             return
         self.connecting -= 1
+        pool.figures.connected(time.monotonic() - started)
         pool.last_error = None
         if pool.welcome is None:
             pool.welcome = dict(server.params)

@@ -13,6 +13,8 @@ from typing import Any
 
 from pyproxy.config import ClusterConfig, PoolConfig, PoolSettings
 from pyproxy.errors import ADMIN_SHUTDOWN, QUERY_CANCELED, PgError
+from pyproxy.pool.figures import BOUNDS as WAIT_BOUNDS
+from pyproxy.pool.figures import Figures
 from pyproxy.pool.lifetime import lifetime_over
 from pyproxy.pool.opening import Connector, Opener
 from pyproxy.pool.pinned import Pinned
@@ -22,8 +24,6 @@ log = logging.getLogger("pyproxy.pool")
 
 # A client keeps its server between transactions for at most this long while nobody waits.
 HOLD_IDLE = 0.25
-# Upper bounds (seconds) of the queue-wait histogram buckets.
-WAIT_BOUNDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class Place(IntEnum):
@@ -103,6 +103,7 @@ class Pool:
         self.wait_time = 0.0  # seconds they spent queued
         self.stats = {"session_state_warnings": 0, "session_state_errors": 0}
         self.wait_counts = [0] * (len(WAIT_BOUNDS) + 1)  # histogram of queue waits
+        self.figures = Figures()  # the rest of /metrics (pyproxy.pool.figures)
         self.last_lifetime_close = 0.0
         self._restate()
 
@@ -197,10 +198,9 @@ class Pool:
         return self.servers + self.opener.connecting
 
     def limit(self) -> int:
-        """Servers this pool may hold now, reserve included when the head waiter waited long."""
+        """Servers this pool may hold now; the reserve once the head waited long, if unshared."""
         size = self.cap
         s = self.settings
-        # Under a share (worker processes) the reserve is not added: it would be per worker.
         if s.reserve_pool_size and self.waiters and self.share is None:
             waited = time.monotonic() - self.waiters[0].wait_since
             if waited >= s.reserve_pool_timeout:

@@ -264,3 +264,23 @@ def parse_rest_with_query(rest: bytes, query: bytes) -> bytes:
         oids = struct.unpack_from(f"!{n}I", types, 2) if len(types) >= 2 + 4 * n else ()
         types = struct.pack(f"!H{len(oids)}I", len(oids), *(o or 25 for o in oids))
     return query + b"\x00" + types
+
+
+def row_description(columns: list[tuple[str, int]]) -> bytes:
+    """RowDescription of text-format columns given as (name, type OID)."""
+    body = [struct.pack("!H", len(columns))]
+    for name, oid in columns:
+        body.append(cstr(name) + struct.pack("!IhIhih", 0, 0, oid, -1, -1, 0))
+    return message(b"T", b"".join(body))
+
+
+def data_row(values: list[str | None]) -> bytes:
+    """DataRow of text values (None is NULL)."""
+    body = [struct.pack("!H", len(values))]
+    for value in values:
+        if value is None:
+            body.append(b"\xff\xff\xff\xff")
+        else:
+            raw = value.encode()
+            body.append(_I.pack(len(raw)) + raw)
+    return message(b"D", b"".join(body))

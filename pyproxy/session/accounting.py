@@ -235,6 +235,9 @@ def ready(client: ClientSide, server: Any, status: int) -> bool:
     pending = server.pending - 1
     server.pending = pending
     server.stmts.recv_seg += 1
+    figures = client.figures
+    if figures is not None:
+        figures.ready(status, server.ready_at, client.query_start, client.xact_start)
     return (
         pending <= 0
         and (status == IDLE or client.statement_mode)
@@ -295,6 +298,8 @@ def relay_reply(client: Any, server: Any, data: bytes) -> tuple[list[bytes], int
                     start = end
         elif kind == ERROR_RESPONSE:
             server.stmts.error(data, off + 5, end, server.link_gen)
+            if client.pool is not None:
+                client.pool.figures.server_error(data, off + 5, end)
             if data[off + 6 : off + 11] in FATAL_SEVERITIES:
                 server.fatal = m.parse_fields(data[off + 5 : end])
                 if off > start:

@@ -43,5 +43,8 @@ class ClientSide(Protocol):
     shape: Any  # the learnt RequestShape (pyproxy.session.shapes)
     bind_shape: Any  # the learnt BindShape
     shape_misses: int  # requests walked since a shape was learnt
+    figures: Any  # its pool's running figures (pyproxy.pool.figures), None when not kept
+    query_start: float  # when its query and its transaction went to the server
+    xact_start: float
 
     def notice_unsafe(self, statement: str, why: str, hint: str) -> None: ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from pyproxy.admin import metrics
 from pyproxy.admin.http_messages import Request, Response
 from pyproxy.admin.server import AdminServer
 from pyproxy.admin.store import StateStore
@@ -35,6 +36,7 @@ class AdminFront:
         )
         self.api = self.server.api
         self.api.client_ssl = config.proxy.client_tls.mode != "disable"
+        self.api.collect_metrics = self.metrics_figures
         self.server.http.handler = self.handle
         view.client_address = lambda: (config.proxy.listen_host, sup.port)
         view.client_count = view.clients_total
@@ -79,6 +81,18 @@ class AdminFront:
         if req.method == "GET" and req.target.split("?")[0] == "/metrics" and resp.status == 200:
             resp.body += self.worker_metrics().encode()
         return resp
+
+    def metrics_figures(self) -> dict[str, Any]:
+        """/metrics: every worker's figures added up, the supervisor's process among them."""
+        own = {
+            "bounds": list(metrics.BOUNDS),
+            "per_transaction": True,
+            "clients": 0,
+            "process": metrics.process_figures(),
+            "clusters": [],
+            "pools": [],
+        }
+        return metrics.merge([own, *(s["metrics"] for s in self.view.worker_stats.values())])
 
     def worker_metrics(self) -> str:
         """Per-worker lines after the totals: which workers run, what they accepted, their

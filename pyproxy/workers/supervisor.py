@@ -82,6 +82,7 @@ class Supervisor:
         self._holder: socket.socket | None = None
         self._dir = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.stop_requested = asyncio.Event()  # SIGTERM, SIGINT or the console's SHUTDOWN
         # The part of a pool's size this instance may use, divided among its workers. All of
         # it by default; instances sharing pool state across hosts set their part here and
         # call resize_all() when it changes.
@@ -139,6 +140,11 @@ class Supervisor:
             await self.stop()
             raise OSError(f"workers did not start within {READY_TIMEOUT:g} s") from None
         log.info("%d workers accepting on %s:%d", self.n, self.config.proxy.listen_host, self.port)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _spawn(self, handle: Handle) -> None:
         handle.ready = asyncio.Event()
@@ -274,6 +280,10 @@ class Supervisor:
             owner = message["owner"]
             if 0 <= owner < self.n and self.handles[owner].alive:
                 self.handles[owner].send({"op": "cancel", "key": message["key"]})
+        elif op == "reload":  # the admin console's RELOAD, on any worker
+            self._background(self.reload())
+        elif op == "shutdown":  # the admin console's SHUTDOWN
+            self.stop_requested.set()
         elif op == "ready":
             handle.ready.set()
             handle.was_ready = True
@@ -386,16 +396,14 @@ async def serve(path: str, config: Config, log_level: str) -> int:
     sup = Supervisor(path, config, config.proxy.workers, log_level)
     await sup.start()
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = sup.stop_requested
 
     def on_stop(signame: str) -> None:
         log.info("%s received: shutting down %d workers", signame, sup.n)
         stop.set()
 
     def on_reload() -> None:
-        task = loop.create_task(sup.reload())
-        sup._tasks.add(task)
-        task.add_done_callback(sup._tasks.discard)
+        sup._background(sup.reload())
 
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from pyproxy.admin import metrics
 from pyproxy.app import App
 from pyproxy.log import setup_logging
 from pyproxy.pool.pool import Pool
@@ -57,6 +58,9 @@ class Worker:
         cancels = self.app.state.cancels
         cancels.worker = self.index
         cancels.forward = self._forward_cancel
+        # The console's RELOAD and SHUTDOWN act on every worker: the supervisor does them.
+        self.app.on_shutdown = lambda: wire.send(self.writer, {"op": "shutdown"})
+        self.app.reload_file = lambda: wire.send(self.writer, {"op": "reload"})  # type: ignore[method-assign]
         self._last: tuple[Any, ...] = ()
         self._last_at = 0.0
         self._servers: tuple[Any, ...] = ()
@@ -145,6 +149,9 @@ class Worker:
             "pools": pools,
             "servers": {c.id: registry.servers_in_use(c.id) for c in registry.clusters()},
             "clients": len(self.app.state.clients),
+            "metrics": metrics.collect(
+                registry, len(self.app.state.clients), self.app.config.proxy.metrics
+            ),
             "accepted": self.app.state.accepted,
             "forwarded": self.forwarded,
             "pid": os.getpid(),
@@ -216,12 +223,15 @@ class Worker:
         return 0
 
 
-async def main_async(path: str, index: int) -> int:
+async def main_async(path: str, index: int, level: str) -> int:
     reader, writer = await asyncio.open_unix_connection(path)
     wire.send(writer, {"op": "hello", "index": index, "pid": os.getpid()})
     start = await wire.read(reader)
     if start is None:
         return 1
+    log_format = start["config"].proxy.log_format
+    if log_format != "text":
+        setup_logging(level, log_format, f"worker {index}")
     return await Worker(start, reader, writer).run()
 
 
@@ -229,14 +239,14 @@ def main(argv: list[str]) -> int:
     path, index, level = argv[0], int(argv[1]), argv[2] if len(argv) > 2 else "info"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the supervisor
-    setup_logging(level, f"worker {index}")
+    setup_logging(level, process=f"worker {index}")
     try:
         import uvloop  # type: ignore[import-not-found]
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    return asyncio.run(main_async(path, index))
+    return asyncio.run(main_async(path, index, level))
 
 
 if __name__ == "__main__":

@@ -125,3 +125,16 @@ async def test_sigterm_lets_a_running_transaction_commit(
     finally:
         await direct.execute(f"DROP TABLE IF EXISTS {table}")
         await direct.close()
+
+
+def test_demo_runs_its_burst_through_a_throwaway_postgresql() -> None:
+    """`make demo`'s command, without the serving part: the README's quick start must work."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyproxy", "demo", "--clients", "20", "--queries", "3",
+         "--no-serve"],
+        cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "60 queries from 20 clients" in proc.stdout
+    assert ", 0 errors" in proc.stdout
+    assert "never saw more than 5 backends" in proc.stdout

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from pyproxy.proto import messages as m
-from tests.support.pgcluster import PgServer
+from tests.support.pgcluster import PgServer, run_sql
 from tests.support.proxy import (
     SCRAM_PASSWORD,
     SCRAM_USER,
@@ -341,3 +341,73 @@ async def test_allow_logs_in_without_tls_first(pg_ssl: PgServer, make_proxy: Any
             assert await conn.fetchval(SERVER_SSL) is False
         finally:
             await conn.close()
+
+
+async def test_pass_through_with_channel_binding_and_only_a_verifier(
+    pg_ssl: PgServer, certs: Certs
+) -> None:
+    """No plaintext anywhere: the client proves itself with SCRAM-SHA-256-PLUS against the
+    verifier PostgreSQL holds, pyproxy logs in over TLS with the recovered key."""
+    verifier = run_sql(
+        pg_ssl, f"SELECT rolpassword FROM pg_authid WHERE rolname = '{SCRAM_USER}'"
+    ).strip()
+    async with running_proxy(
+        pg_ssl,
+        [pool_entry(user=None)],
+        proxy=tls_proxy_settings(certs),
+        users=[{"name": SCRAM_USER, "password": verifier}],
+    ) as proxy:
+        dsn = libpq_dsn(
+            proxy, sslmode="verify-full", sslrootcert=str(certs.ca.cert), channel_binding="require"
+        )
+        done = await asyncio.to_thread(psql, dsn, f"SELECT current_user, ({SERVER_SSL})")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"{SCRAM_USER}|t"
+
+
+async def test_a_failed_or_timed_out_handshake_closes_without_plaintext(
+    pg_ssl: PgServer, certs: Certs
+) -> None:
+    """An SSLRequest answered S, then no ClientHello (client_login_timeout ends it) or a broken
+    one: the connection ends with nothing written in the clear into what is now a TLS stream,
+    and the client is forgotten."""
+    settings = tls_proxy_settings(certs, client_login_timeout=0.3)
+    async with running_proxy(pg_ssl, [pool_entry(size=1)], proxy=settings) as proxy:
+        for hello in (b"", b"\x16\x03\x01\x00\x05hello"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(m.ssl_request())
+            assert await asyncio.wait_for(reader.readexactly(1), TIMEOUT) == b"S"
+            writer.write(hello)
+            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+            writer.close()
+            for _ in range(100):  # the client is forgotten once its connection is lost
+                if not proxy.app.state.clients:
+                    break
+                await asyncio.sleep(0.01)
+            assert proxy.app.state.clients == set()
+
+
+async def test_a_server_that_closes_during_the_handshake_fails_the_login_at_once(
+    make_proxy: Any,
+) -> None:
+    async def closing_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(8)
+        writer.write(b"S")
+        await writer.drain()
+        await reader.read(1)  # the ClientHello's first bytes
+        writer.close()
+
+    server = await asyncio.start_server(closing_server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proxy = await make_proxy(
+            [pool_entry(size=1)],
+            cluster={"host": "127.0.0.1", "port": port},
+            proxy={"server_tls_sslmode": "require", "server_connect_timeout": 60},
+        )
+        with pytest.raises(asyncpg.PostgresError) as caught:
+            await asyncio.wait_for(proxy.asyncpg(ssl=False, timeout=30), 30)
+        assert caught.value.sqlstate == "08001"
+        assert "TLS connection to server" in str(caught.value)  # not the 60 s connect timeout
+    finally:
+        server.close()

@@ -104,11 +104,16 @@ class Recorder(Transport):
         self.written.append(b"<closed>")
 
 
-def world(clients: int, mode: str = "transaction") -> tuple[list[ServerConn], list[ClientConn]]:
-    """A pool of ``POOL_SIZE`` idle servers and ``clients`` logged-in clients of it."""
+def world(
+    clients: int, mode: str = "transaction", metrics: bool = True
+) -> tuple[list[ServerConn], list[ClientConn]]:
+    """A pool of ``POOL_SIZE`` idle servers and ``clients`` logged-in clients of it;
+    ``metrics``: [proxy] metrics (left out of the config when on, its default)."""
+    proxy: dict[str, Any] = {"listen": "127.0.0.1:0", "auth_type": "trust"}
+    proxy |= {"query_wait_timeout": 120} | ({} if metrics else {"metrics": False})
     cfg = parse_config(
         {
-            "proxy": {"listen": "127.0.0.1:0", "auth_type": "trust", "query_wait_timeout": 120},
+            "proxy": proxy,
             "admin": {"enabled": False},
             "clusters": [
                 {

@@ -66,3 +66,13 @@ def test_prepared_protocol_binds_the_statement_each_server_prepared_once() -> No
             assert b"P0_1" not in last
 
     asyncio.run(run())
+
+
+def test_metrics_cost_measures_both_worlds_and_off_runs_fewer_instructions() -> None:
+    async def run() -> None:
+        us_on, us_off, on, off = hotpath.measure_on_off("kept", "simple", 0, "transaction")
+        assert us_on > 0 and us_off > 0
+        # Off, the data path skips the figures: fewer instructions, never more.
+        assert 100 < off < on < 10_000
+
+    asyncio.run(run())
