@@ -39,6 +39,7 @@ def config(pg: PgServer, state: Path, pools: dict[str, int], shutdown: float = 5
 listen = "127.0.0.1:0"
 shutdown_timeout = {shutdown}
 workers = 2
+admin_users = ["{SCRAM_USER}"]
 
 [admin]
 listen = "127.0.0.1:0"
@@ -392,3 +393,17 @@ async def test_an_admin_api_that_cannot_start_stops_the_start_before_any_worker(
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2, err.decode()
     assert b"needs a token" in err and b"worker" not in err
+
+
+async def test_the_consoles_shutdown_on_any_worker_stops_them_all(supervise: Start) -> None:
+    sup = await supervise({"tpool": 3})
+    workers = sup.workers()
+    env = dict(ENV, PGPASSWORD=SCRAM_PASSWORD)
+    psql = await asyncio.create_subprocess_exec(
+        "psql", "-h", "127.0.0.1", "-p", str(sup.port), "-U", SCRAM_USER, "-d", "pgbouncer",
+        "-c", "SHUTDOWN", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.wait_for(psql.communicate(), BOUND)
+    assert await asyncio.wait_for(sup.proc.wait(), BOUND) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
