@@ -23,7 +23,7 @@ from pyproxy.net.connect import open_server, send_cancel
 from pyproxy.pool.pool import Pool
 from pyproxy.workers import wire
 from pyproxy.workers.admin import AdminFront
-from pyproxy.workers.shares import PoolShares, Usage
+from pyproxy.workers.shares import PoolShares, Usage, default_split
 from pyproxy.workers.view import ClusterView
 
 log = logging.getLogger("pyproxy.supervisor")
@@ -336,7 +336,13 @@ class Supervisor:
         self._rebalance(list(self.shares))
 
     def share_of(self, index: int, name: str) -> int:
-        return sum(s.grant[index] for k, s in self.shares.items() if k[0] == name)
+        """Worker ``index``'s share of pool ``name`` (the even split until a worker uses it)."""
+        known = [s.grant[index] for k, s in self.shares.items() if k[0] == name]
+        if known:
+            return sum(known)
+        found = self.view.find_pool(name)
+        size = self.instance_part(name, found[1].size) if found is not None else 0
+        return default_split(size, self.n, index)
 
     # ---- calls to every worker -----------------------------------------------------------------
 

@@ -194,7 +194,12 @@ async def test_forty_clients_over_two_workers_never_see_more_than_three_backends
     assert 0 < max(backends.counts) <= 3
     assert await sup.metric("pyproxy_worker_clients_accepted_total", 0) > 0
     assert await sup.metric("pyproxy_worker_clients_accepted_total", 1) > 0
-    assert 'pyproxy_pool_transactions_total{pool="tpool"} 200' in await sup.metrics()
+    text = await sup.metrics()
+    assert 'pyproxy_pool_transactions_total{pool="tpool"} 200' in text
+    shares = re.findall(
+        r'^pyproxy_worker_pool_share\{worker="\d",pool="tpool"\} (\d+)$', text, re.M
+    )
+    assert len(shares) == 2 and sum(map(int, shares)) <= 3
 
 
 async def by_worker(
