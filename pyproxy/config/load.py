@@ -70,7 +70,9 @@ _PROXY_ONLY_KEYS = frozenset(
     }
 )
 _PROXY_KEYS = _PROXY_ONLY_KEYS | _SETTINGS_FIELDS.keys()
-_ADMIN_KEYS = frozenset({"listen", "token_env", "token", "allow_no_token", "enabled", "state_path"})
+_ADMIN_KEYS = frozenset(
+    {"listen", "token_env", "token", "allow_no_token", "enabled", "state_path", "state_dsn"}
+)
 _CLUSTER_KEYS = frozenset({"id", "host", "port", "ram_gib", "max_connections", "users", "pools"})
 _USER_KEYS = frozenset({"name", "password"})
 _POOL_KEYS = frozenset({"name", "db", "user", "size", "mode"}) | _SETTINGS_FIELDS.keys()
@@ -200,6 +202,12 @@ def _parse_admin(
         state_path = os.path.normpath(
             os.path.join(os.path.dirname(os.path.abspath(path)), state_path)
         )
+    state_dsn = _string(t, "state_dsn", "admin", d.state_dsn, errs)
+    if state_dsn and not state_dsn.startswith(("postgresql://", "postgres://")):
+        errs.append(
+            f"admin.state_dsn: must be a postgresql:// URL (or empty for the SQLite "
+            f"state_path), got {_show(state_dsn.split('@')[-1])}"
+        )
     return AdminConfig(
         listen_host=host,
         listen_port=port,
@@ -207,6 +215,7 @@ def _parse_admin(
         token=token,
         allow_no_token=allow_no_token,
         state_path=state_path,
+        state_dsn=state_dsn,
     )
 
 

@@ -62,6 +62,8 @@ class AdminConfig:
     token: str | None = None  # resolved from token / token_env
     allow_no_token: bool = False  # only honoured when listening on loopback
     state_path: str = "pyproxy-state.db"
+    # postgresql:// URL of a database that keeps API pools for several instances ("" = SQLite)
+    state_dsn: str = ""
 
 
 @dataclass(frozen=True)
