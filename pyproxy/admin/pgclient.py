@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -121,7 +121,8 @@ class PgClient:
         self._writer = writer
         self._on_notify = on_notify
         self._inbox: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one statement at a time
+        self._tx = asyncio.Lock()  # one transaction at a time
         self._task: asyncio.Task[None] | None = None
         self.closed = False
         self.params: dict[str, str] = {}
@@ -196,6 +197,23 @@ class PgClient:
         finally:
             self.closed = True
             self._inbox.put_nowait(None)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """BEGIN ... COMMIT, with no statement of another task in between; ROLLBACK when the
+        body raises. The COMMIT's answer is awaited: leaving the block means committed."""
+        async with self._tx:
+            await self.simple("BEGIN")
+            try:
+                yield
+            except BaseException:
+                if not self.closed:
+                    try:
+                        await self.simple("ROLLBACK")
+                    except Exception:
+                        self.close()
+                raise
+            await self.simple("COMMIT")
 
     async def simple(self, sql: str) -> Rows:
         """Run ``sql`` (one or more statements) by the simple protocol; the last result's rows."""

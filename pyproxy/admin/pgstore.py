@@ -106,8 +106,7 @@ def sync_definitions(target: DefinitionTarget, stored: list[tuple[str, PoolConfi
 
 async def migrate(client: PgClient) -> int:
     """Create or upgrade the ``pyproxy`` schema; returns the version it is at."""
-    await client.simple("BEGIN")
-    try:
+    async with client.transaction():
         await client.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await client.simple(
             "CREATE SCHEMA IF NOT EXISTS pyproxy; CREATE TABLE IF NOT EXISTS pyproxy.migrations "
@@ -127,11 +126,6 @@ async def migrate(client: PgClient) -> int:
                     "INSERT INTO pyproxy.migrations (version) VALUES ($1)", version
                 )
                 log.info("state database: pyproxy schema migrated to version %d", version)
-        await client.simple("COMMIT")
-    except BaseException:
-        if not client.closed:
-            await client.simple("ROLLBACK")
-        raise
     return max(current, LATEST)
 
 
@@ -169,6 +163,8 @@ class PgStateStore:
         try:
             async with asyncio.timeout(OP_TIMEOUT + self.dsn.connect_timeout):
                 await self._connect()
+                assert self._client is not None
+                await self._reread(self._client)
         except StateStoreError:
             raise
         except FAILURES as exc:
@@ -239,17 +235,10 @@ class PgStateStore:
             raise StateStoreUnavailable(f"the state database {self.where} is unreachable")
         self._writes += 1
         try:
-            async with asyncio.timeout(OP_TIMEOUT):
-                await client.simple("BEGIN")
-                try:
-                    await client.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-                    await body(client)
-                    await client.execute("SELECT pg_notify('pyproxy_pools', $1)", name)
-                except BaseException:
-                    if not client.closed:
-                        await client.simple("ROLLBACK")
-                    raise
-                await client.simple("COMMIT")
+            async with asyncio.timeout(OP_TIMEOUT), client.transaction():
+                await client.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                await body(client)
+                await client.execute("SELECT pg_notify('pyproxy_pools', $1)", name)
         except StateStoreError:
             raise
         except (PgConnectionLost, TimeoutError, OSError) as exc:
@@ -312,7 +301,6 @@ class PgStateStore:
             self._client = client
             self._connected_at = time.monotonic()
             self._reread_due = True
-            await self._reread(client)
         except BaseException:
             client.close()
             raise
@@ -326,9 +314,10 @@ class PgStateStore:
         """Read the definitions; False (and another re-read due) when a local write overlapped."""
         before = self._writes
         self._reread_due = False
-        rows = await client.execute(
-            'SELECT cluster_id, name, db, size, mode, "user" FROM pyproxy.pools ORDER BY seq'
-        )
+        async with client.transaction():
+            rows = await client.execute(
+                'SELECT cluster_id, name, db, size, mode, "user" FROM pyproxy.pools ORDER BY seq'
+            )
         if self._writes != before or before % 2:
             self._reread_due = True
             return False

@@ -110,8 +110,7 @@ class Allocator:
         """One round; returns the ids of the instances it expired. Local shares go down before
         the commit and up only after it; on failure they stay as low as they were."""
         needs = [PoolNeed(*n) for n in self.target.share_needs()]
-        await client.simple("BEGIN")
-        try:
+        async with client.transaction():
             await client.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
             await client.execute(
                 "INSERT INTO pyproxy.instances (id, clusters, heartbeat) VALUES ($1, $2, now()) "
@@ -162,16 +161,11 @@ class Allocator:
                 self.me,
                 rows_json,
             )
-            if expired:
-                await client.execute("SELECT pg_notify('pyproxy_shares', $1)", ",".join(expired))
-            await client.simple("COMMIT")
-        except BaseException:
-            if not client.closed:
-                try:
-                    await client.simple("ROLLBACK")
-                except Exception:
-                    client.close()
-            raise
+            yielded = any(
+                d.grant < grants.get((d.cluster_id, d.name, self.me), (0, 0))[0] for d in decisions
+            )
+            if expired or yielded:  # room for the others: tell them now, not at their next beat
+                await client.execute("SELECT pg_notify('pyproxy_shares', $1)", self.me)
         for d in decisions:
             self._set(d.name, d.share)
         for name in set(self.shares) - {d.name for d in decisions}:
@@ -187,5 +181,6 @@ class Allocator:
 
     async def leave(self, client: PgClient) -> None:
         """Unregister (a clean stop): this instance's grants return to the others at once."""
-        await client.execute("DELETE FROM pyproxy.instances WHERE id = $1", self.me)
-        await client.execute("SELECT pg_notify('pyproxy_shares', $1)", self.me)
+        async with client.transaction():
+            await client.execute("DELETE FROM pyproxy.instances WHERE id = $1", self.me)
+            await client.execute("SELECT pg_notify('pyproxy_shares', $1)", self.me)
