@@ -22,6 +22,10 @@ import asyncpg
 import httpx
 import pytest
 
+from pyproxy.admin.pgclient import PgClient, PgClientError, parse_dsn
+from pyproxy.admin.pgstore import PgStateStore
+from pyproxy.admin.store import StateStoreError
+from pyproxy.errors import INVALID_PASSWORD
 from tests.integration.test_admin_sigkill import free_low_port
 from tests.support.pgcluster import APP_DB, USERS, PgServer, run_sql, start_postgres
 from tests.support.proxy import CLUSTER_ID
@@ -30,6 +34,7 @@ TOKEN = "dop_v1_state-test-token"
 REPO = Path(__file__).resolve().parents[2]
 POOLS = f"/v2/databases/{CLUSTER_ID}/pools"
 USER, PASSWORD = USERS["scram"]
+DIVISION_BY_ZERO = "22012"
 
 
 @pytest.fixture(scope="module")
@@ -339,3 +344,56 @@ async def all_known(instances: tuple[Instance, ...], names: list[str]) -> None:
         return True
 
     await eventually(known, 2.0, f"{names} on every instance")
+
+
+# ---- the state database's client and schema, in this process ----------------------------------
+
+
+@pytest.mark.parametrize("kind", ["scram", "md5", "trust"])
+async def test_state_client_logs_in_queries_and_hears_notifications(
+    state_pg: PgServer, kind: str
+) -> None:
+    user, password = USERS[kind]
+    heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    dsn = parse_dsn(state_pg.dsn(user, password, "postgres"))
+    listener = await PgClient.connect(dsn, lambda c, p: heard.put_nowait((c, p)))
+    talker = await PgClient.connect(dsn)
+    try:
+        rows = await talker.execute("SELECT $1::text || '!', $2::text, 42", "it's", None)
+        assert rows == [["it's!", None, "42"]]
+        await listener.simple("LISTEN state_test")
+        async with talker.transaction():
+            await talker.execute("SELECT pg_notify('state_test', $1)", "hello")
+        assert await asyncio.wait_for(heard.get(), 2) == ("state_test", "hello")
+        with pytest.raises(PgClientError) as caught:
+            await talker.execute("SELECT 1/0")
+        assert caught.value.sqlstate == DIVISION_BY_ZERO
+        assert await talker.simple("SELECT 1; SELECT 2") == [["2"]]  # still in step
+    finally:
+        listener.close()
+        talker.close()
+
+
+async def test_state_client_wrong_password_is_refused(state_pg: PgServer) -> None:
+    dsn = parse_dsn(state_pg.dsn(USER, "not-the-password", "postgres"))
+    with pytest.raises(PgClientError) as caught:
+        await PgClient.connect(dsn)
+    assert caught.value.sqlstate == INVALID_PASSWORD
+
+
+async def test_schema_is_created_once_and_a_newer_one_is_refused(state_dsn: str) -> None:
+    store = PgStateStore(state_dsn)
+    await store.open()
+    store.close()
+    again = PgStateStore(state_dsn)
+    await again.open()  # the migrations are not applied twice
+    again.close()
+    dsn = parse_dsn(state_dsn)
+    client = await PgClient.connect(dsn)
+    try:
+        assert await client.simple("SELECT version FROM pyproxy.migrations") == [["1"]]
+        await client.simple("INSERT INTO pyproxy.migrations (version) VALUES (99)")
+    finally:
+        client.close()
+    with pytest.raises(StateStoreError, match="version 99"):
+        await PgStateStore(state_dsn).open()
