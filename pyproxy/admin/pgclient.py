@@ -23,6 +23,7 @@ from pyproxy.proto.codes import (
     AUTHENTICATION,
     DATA_ROW,
     ERROR_RESPONSE,
+    NOTICE_RESPONSE,
     NOTIFICATION_RESPONSE,
     PARAMETER_STATUS,
     READY_FOR_QUERY,
@@ -190,7 +191,7 @@ class PgClient:
                 elif kind == PARAMETER_STATUS:
                     name, value = m.parse_parameter_status(body)
                     self.params[name] = value
-                else:
+                elif kind != NOTICE_RESPONSE:
                     self._inbox.put_nowait((kind, body))
         except (OSError, asyncio.IncompleteReadError):
             pass

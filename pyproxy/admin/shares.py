@@ -79,7 +79,9 @@ def plan(
     ``instances`` maps the live instance ids to the cluster ids each serves; ``grants`` holds
     the share table as {(cluster id, pool, instance id): (granted, demand)}. A pool's size is
     split evenly among the instances that have clients of it (all of them when none has), so
-    a pool of 1 follows its client, and an instance without clients yields its servers."""
+    a pool of 1 follows its client, and an instance without clients yields its servers. A
+    smaller size (a PUT) shrinks every share to its new fair part at once, as a smaller size
+    does in one process: servers beyond it close as they come back."""
     out = []
     for need in needs:
         serving = {i for i, clusters in instances.items() if need.cluster_id in clusters}
@@ -92,7 +94,9 @@ def plan(
                 if demand and inst in serving:
                     busy.add(inst)
         target = fair_share(need.size, sorted(busy or serving), me, need.name)
-        share = min(target, max(0, need.size - others))
+        mine = grants.get((need.cluster_id, need.name, me), (0, 0))[0]
+        # Shrink straight to the target; grow only into the room the others leave.
+        share = target if target <= mine else min(target, max(mine, need.size - others))
         out.append(Decision(need.cluster_id, need.name, share, max(share, need.held), need.clients))
     return out
 

@@ -185,3 +185,11 @@ def test_a_share_applies_to_live_pools_and_to_those_opened_later() -> None:
     assert registry.get_pool("p", "alice").cap == 3
     assert registry.get_pool("p", "bob").cap == 3
     assert registry.share_needs() == [("c1", "p", 4, 0, 0)]
+
+
+def test_a_smaller_size_shrinks_every_share_at_once() -> None:
+    instances = {"a": {"c"}, "b": {"c"}}
+    grants = {("c", "p", "a"): (2, 0), ("c", "p", "b"): (2, 0)}
+    for me in ("a", "b"):
+        (d,) = plan(me, [PoolNeed("c", "p", 2, 2, 0)], instances, grants)
+        assert (d.share, d.grant) == (1, 2)  # no instance drops to nothing meanwhile
