@@ -238,19 +238,15 @@ async def test_instances_together_keep_to_the_pool_size(
     resp = await a.http.post(POOLS, json=pool_body("sized-pool", 4))
     assert resp.status_code == 201, resp.text
     await eventually(lambda: _pool_known(b, "sized-pool"), 2.0, "the pool reaching instance B")
-    peak = now = 0
+    peak = 0
     served = {"a": 0, "b": 0}
     done = asyncio.Event()
 
     async def watch() -> None:
-        nonlocal peak, now
+        nonlocal peak
         while not done.is_set():
-            now = await backends(monitor)
-            peak = max(peak, now)
+            peak = max(peak, await backends(monitor))
             await asyncio.sleep(0.02)
-
-    async def all_four() -> bool:
-        return now == 4
 
     async def client(inst: Instance, rounds: int) -> None:
         conn = await inst.connect("sized-pool")
@@ -267,13 +263,19 @@ async def test_instances_together_keep_to_the_pool_size(
     assert 2 <= peak <= 4, f"{peak} backends for a pool of 4"
 
     # A dies without a word: within 10 s its share returns and B alone uses all 4.
+    assert await servers_of(b, "sized-pool") <= 2  # its half while A lived
     os.kill(a.proc.pid, signal.SIGKILL)
     a.proc.wait()
     killed = time.monotonic()
     clients = [asyncio.create_task(client(b, 1000)) for _ in range(8)]
+
+    async def b_uses_all_four() -> bool:
+        return await servers_of(b, "sized-pool") == 4
+
     try:
-        await eventually(all_four, 10.0, "B opening all 4 servers after A died")
+        await eventually(b_uses_all_four, 10.0, "B opening all 4 servers after A died")
         assert time.monotonic() - killed <= 10.5
+        await asyncio.sleep(0.2)  # the watcher sees B's four
     finally:
         for task in clients:
             task.cancel()
@@ -327,6 +329,13 @@ async def test_state_database_outage_keeps_serving_and_loses_nothing(
     for conn in held:
         assert await conn.fetchval("SELECT 1") == 1
         await conn.close()
+
+
+async def servers_of(inst: Instance, pool: str) -> int:
+    """Server connections ``inst`` holds for ``pool`` (its stats endpoint)."""
+    stats = (await inst.http.get(f"/v2/databases/{CLUSTER_ID}/stats")).json()["stats"]
+    (found,) = [p for p in stats["pools"] if p["name"] == pool]
+    return int(found["servers_total"])
 
 
 async def _pool_known(inst: Instance, name: str) -> bool:
