@@ -328,6 +328,7 @@ class PgStateStore:
         next_resync = time.monotonic() + RESYNC
         failing = False
         while True:
+            self._wake.clear()  # what is notified from here on wakes the next round
             try:
                 async with asyncio.timeout(OP_TIMEOUT + self.dsn.connect_timeout):
                     if not self.available:
@@ -353,7 +354,6 @@ class PgStateStore:
                 failing = True
                 if self._client is not None and isinstance(exc, FAILURES):
                     self._client.close()
-            self._wake.clear()
             delay = RETRY if failing else (0 if self._reread_due else HEARTBEAT)
             try:
                 async with asyncio.timeout(delay):

@@ -26,7 +26,7 @@ from pyproxy.admin.pgclient import PgClient, PgClientError, parse_dsn
 from pyproxy.admin.pgstore import PgStateStore
 from pyproxy.admin.store import StateStoreError
 from pyproxy.errors import INVALID_PASSWORD
-from tests.integration.test_admin_sigkill import free_low_port
+from pyproxy.testing.pgcluster import free_port
 from tests.support.pgcluster import APP_DB, USERS, PgServer, run_sql, start_postgres
 from tests.support.proxy import CLUSTER_ID
 
@@ -107,7 +107,7 @@ async def start_instance(pg: PgServer, state_dsn: str, tmp_path: Path) -> AsyncI
     started: list[Instance] = []
 
     async def start(name: str) -> Instance:
-        port, admin_port = free_low_port(), free_low_port()
+        port, admin_port = free_port(), free_port()
         config = tmp_path / f"{name}.toml"
         write_config(config, pg, port, admin_port, state_dsn)
         log = tmp_path / f"{name}.log"
