@@ -127,9 +127,18 @@ class Opener:
             raise pool.last_error
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._welcome_waiters.append(fut)
-        if not self.connecting:
-            self.launch()
+        self.welcome_login()
         await fut
+
+    def welcome_login(self) -> None:
+        """Open the server whose login greets the waiting clients, unless one is opening. When
+        the pool's size is shared with other processes (a share), only within the share: the
+        share growing calls this again."""
+        pool = self.pool
+        if not self._welcome_waiters or self.connecting:
+            return
+        if pool.share is None or pool.total < pool.cap:
+            self.launch()
 
     def cancel_all(self) -> None:
         for task in list(self.tasks):

@@ -146,6 +146,8 @@ class Pool:
         excess = self.total - self.cap
         if excess > 0:
             self.close_idle("share reduced", keep=max(0, len(self.idle) - excess))
+        elif self.welcome is None and not self.paused:
+            self.opener.welcome_login()  # clients waiting for the first login may go on
 
     def _restate(self) -> None:
         """Precompute what a release checks for every transaction."""
