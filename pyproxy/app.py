@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from pyproxy.admin.store import PoolStore
 from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import Config, PoolConfig, load_config
 from pyproxy.console.periods import stats_line
@@ -32,7 +33,7 @@ class App:
         self.config = config
         self.registry = PoolRegistry(config, self._connect)
         self.state = ProxyState(config, self.registry, self._connect)
-        self.store = None
+        self.store: PoolStore | None = None
         self.admin = None
         self._server: asyncio.Server | None = None
         self._janitor: asyncio.Task[None] | None = None
@@ -68,21 +69,7 @@ class App:
     async def start(self) -> None:
         cfg = self.config
         if cfg.admin.enabled:
-            from pyproxy.admin.store import StateStore
-
-            self.store = StateStore(cfg.admin.state_path)
-            for cluster_id, pool in self.store.load(cfg.proxy.defaults):
-                if self.registry.cluster(cluster_id) is None:
-                    log.warning(
-                        "state file pool %s names unknown cluster %s; ignored",
-                        pool.name,
-                        cluster_id,
-                    )
-                    continue
-                if self.registry.find_pool(pool.name) is not None:
-                    log.warning("state file pool %s clashes with a config pool; ignored", pool.name)
-                    continue
-                self.registry.add_pool(cluster_id, pool)
+            await self._open_store()
         loop = asyncio.get_running_loop()
         self._server = await listen(
             self.state, cfg.proxy.listen_host, cfg.proxy.listen_port, self.reuse_port
@@ -109,12 +96,52 @@ class App:
             except BaseException:
                 self.admin = None
                 self._server.close()
-                self.store.close()
+                await self.store.aclose()
                 raise
             self.admin_port = self.admin.port
             self.admin.api.metrics_per_transaction = lambda: self.config.proxy.metrics
         self._janitor = loop.create_task(self._maintain())
         self._stats = loop.create_task(self._report_stats())
+
+    async def _open_store(self) -> None:
+        """Open the state store and add the pools it keeps (a PostgreSQL store also takes this
+        instance's first shares of every pool before any client is served)."""
+        cfg = self.config
+        pg = None
+        if cfg.admin.state_dsn:
+            from pyproxy.admin.pgstore import PgStateStore
+
+            pg = PgStateStore(cfg.admin.state_dsn, cfg.proxy.defaults)
+            self.registry.default_share = 0  # nothing until the share table grants it
+            await pg.open()
+            self.store = pg
+        else:
+            from pyproxy.admin.store import StateStore
+
+            self.store = StateStore(cfg.admin.state_path)
+        for cluster_id, pool in self.store.load(cfg.proxy.defaults):
+            if self.registry.cluster(cluster_id) is None:
+                log.warning(
+                    "stored pool %s names unknown cluster %s; ignored", pool.name, cluster_id
+                )
+                continue
+            if self.registry.find_pool(pool.name) is not None:
+                log.warning("stored pool %s clashes with a config pool; ignored", pool.name)
+                continue
+            self.registry.add_pool(cluster_id, pool)
+        if pg is not None:
+            from pyproxy.admin.pgstore import sync_definitions
+
+            registry = self.registry
+            try:
+                await pg.start(
+                    registry,
+                    [c.id for c in cfg.clusters],
+                    lambda pools: sync_definitions(registry, pools),
+                )
+            except BaseException:
+                pg.close()
+                raise
 
     async def _maintain(self) -> None:
         while True:
@@ -212,7 +239,7 @@ class App:
         for task in list(self.state.tasks):
             task.cancel()
         if self.store is not None:
-            self.store.close()
+            await self.store.aclose()
         await asyncio.sleep(0)
         log.info("stopped")
 

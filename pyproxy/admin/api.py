@@ -24,7 +24,12 @@ from pyproxy.admin.bodies import (
 )
 from pyproxy.admin.dashboard import Dashboard
 from pyproxy.admin.http_messages import Request, Response, error_response, json_response
-from pyproxy.admin.store import StateStore, StateStoreError
+from pyproxy.admin.store import (
+    PoolStore,
+    StateStoreConflict,
+    StateStoreError,
+    StateStoreUnavailable,
+)
 from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import ClusterConfig, PoolConfig, PoolSettings
 
@@ -62,7 +67,7 @@ class AdminApi:
     def __init__(
         self,
         manager: PoolManagerApi,
-        store: StateStore,
+        store: PoolStore,
         *,
         token: str | None,
         openapi: bytes,
@@ -322,7 +327,14 @@ class AdminApi:
             except Unprocessable as exc:
                 return error_response(422, str(exc), rid)
             resp = json_response(201, {"pool": self._render(cluster, pool)})
-            failed = await self._store_write(self.store.put, cluster.id, pool, rid=rid)
+            failed = await self._store_write(
+                self.store.save,
+                cluster.id,
+                pool,
+                create=True,
+                budget=self._api_budget(cluster),
+                rid=rid,
+            )
             if failed is not None:
                 return failed
             self._apply("create", pool.name, self.manager.add_pool, cluster.id, pool)
@@ -337,7 +349,14 @@ class AdminApi:
                 self._check_available(cluster, pool, replacing=current[1])
             except Unprocessable as exc:
                 return error_response(422, str(exc), rid)
-            failed = await self._store_write(self.store.put, cluster.id, pool, rid=rid)
+            failed = await self._store_write(
+                self.store.save,
+                cluster.id,
+                pool,
+                create=False,
+                budget=self._api_budget(cluster),
+                rid=rid,
+            )
             if failed is not None:
                 return failed
             self._apply("update", pool.name, self.manager.update_pool, pool.name, pool)
@@ -347,21 +366,34 @@ class AdminApi:
         async with self._write_lock:
             if self._find([cluster.id, pool.name]) is None:
                 return error_response(404, NOT_FOUND, rid)
-            failed = await self._store_write(self.store.delete, pool.name, rid=rid)
+            failed = await self._store_write(self.store.remove, pool.name, rid=rid)
             if failed is not None:
                 return failed
             self._apply("delete", pool.name, self.manager.remove_pool, pool.name)
             return Response(204)
 
     async def _store_write(
-        self, write: Callable[..., None], *args: Any, rid: str
+        self, write: Callable[..., Awaitable[None]], *args: Any, rid: str, **kw: Any
     ) -> Response | None:
+        """None once the store has the change; else the answer saying why it has not."""
         try:
-            await asyncio.to_thread(write, *args)
+            await write(*args, **kw)
+        except StateStoreConflict as exc:
+            return error_response(422, str(exc), rid)
+        except StateStoreUnavailable as exc:
+            log.error("admin change not saved: %s", exc)
+            resp = error_response(503, f"the change was not saved: {exc}", rid)
+            resp.headers.append(("retry-after", "1"))
+            return resp
         except StateStoreError as exc:
             log.error("admin change not saved: %s", exc)
             return error_response(500, f"the change was not saved: {exc}", rid)
         return None
+
+    def _api_budget(self, cluster: ClusterConfig) -> int:
+        """What the cluster's budget leaves for pools created through the API."""
+        fixed = sum(p.size for p in self.manager.pool_configs(cluster.id) if p.source != "api")
+        return cluster.budget - fixed
 
     @staticmethod
     def _apply(action: str, name: str, change: Callable[..., None], *args: Any) -> None:

@@ -10,7 +10,7 @@ from pyproxy.admin.api import AdminApi, PoolManagerApi
 from pyproxy.admin.http import HttpServer
 from pyproxy.admin.http_messages import HttpLimits
 from pyproxy.admin.openapi import document_bytes
-from pyproxy.admin.store import StateStore
+from pyproxy.admin.store import PoolStore
 from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import AdminConfig, PoolSettings
 from pyproxy.tls.contexts import TlsFileError, TlsFiles, serving_context
@@ -38,7 +38,7 @@ class AdminServer:
         self,
         cfg: AdminConfig,
         manager: PoolManagerApi,
-        store: StateStore,
+        store: PoolStore,
         *,
         pool_defaults: PoolSettings | None = None,
         limits: HttpLimits | None = None,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import threading
+from typing import Protocol
 
 from pyproxy.config import PoolConfig, PoolSettings
 
@@ -25,6 +27,28 @@ CREATE TABLE IF NOT EXISTS pools (
 
 class StateStoreError(Exception):
     """The state file cannot be opened, read or written."""
+
+
+class StateStoreUnavailable(StateStoreError):
+    """The state database cannot be reached now: the change was not acknowledged (HTTP 503)."""
+
+
+class StateStoreConflict(StateStoreError):
+    """The change contradicts what another instance stored first (HTTP 422)."""
+
+
+class PoolStore(Protocol):
+    """Where pools created through the API live: the SQLite file (this module) or, for several
+    instances, a PostgreSQL database (admin/pgstore.py). ``save`` and ``remove`` return once
+    the change is durable; ``load`` gives the last known definitions without waiting."""
+
+    def load(self, settings: PoolSettings | None = None) -> list[tuple[str, PoolConfig]]: ...
+    async def save(
+        self, cluster_id: str, pool: PoolConfig, *, create: bool, budget: int
+    ) -> None: ...
+    async def remove(self, name: str) -> None: ...
+    def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class StateStore:
@@ -91,9 +115,19 @@ class StateStore:
         """Remove the pool ``name`` (no error if it is not stored)."""
         self._write("DELETE FROM pools WHERE name = ?", (name,))
 
+    async def save(self, cluster_id: str, pool: PoolConfig, *, create: bool, budget: int) -> None:
+        """``put`` off the event loop (one instance: the API has checked name and budget)."""
+        await asyncio.to_thread(self.put, cluster_id, pool)
+
+    async def remove(self, name: str) -> None:
+        await asyncio.to_thread(self.delete, name)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    async def aclose(self) -> None:
+        self.close()
 
     def _write(self, sql: str, params: tuple[object, ...]) -> None:
         with self._lock:

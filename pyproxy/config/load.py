@@ -95,7 +95,9 @@ _PROXY_ONLY_KEYS = frozenset(
 )
 _PROXY_KEYS = _PROXY_ONLY_KEYS | _SETTINGS_FIELDS.keys() | CLIENT_TLS_KEYS | SERVER_TLS_KEYS
 _ADMIN_KEYS = (
-    frozenset({"listen", "token_env", "token", "allow_no_token", "enabled", "state_path"})
+    frozenset(
+        {"listen", "token_env", "token", "allow_no_token", "enabled", "state_path", "state_dsn"}
+    )
     | ADMIN_TLS_KEYS
 )
 _CLUSTER_KEYS = (
@@ -253,6 +255,12 @@ def _parse_admin(
         state_path = os.path.normpath(
             os.path.join(os.path.dirname(os.path.abspath(path)), state_path)
         )
+    state_dsn = _string(t, "state_dsn", "admin", d.state_dsn, errs)
+    if state_dsn and not state_dsn.startswith(("postgresql://", "postgres://")):
+        errs.append(
+            f"admin.state_dsn: must be a postgresql:// URL (or empty for the SQLite "
+            f"state_path), got {_show(state_dsn.split('@')[-1])}"
+        )
     return AdminConfig(
         listen_host=host,
         listen_port=port,
@@ -260,6 +268,7 @@ def _parse_admin(
         token=token,
         allow_no_token=allow_no_token,
         state_path=state_path,
+        state_dsn=state_dsn,
     )
 
 

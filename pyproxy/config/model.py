@@ -89,6 +89,8 @@ class AdminConfig:
     state_path: str = "pyproxy-state.db"
     tls_cert_file: str = ""  # both set: the admin API is served over HTTPS
     tls_key_file: str = ""
+    # postgresql:// URL of a database that keeps API pools for several instances ("" = SQLite)
+    state_dsn: str = ""
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ class Opener:
             raise pool.last_error
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._welcome_waiters.append(fut)
-        self.welcome_room()
+        self.welcome_login()
         await fut
 
     @property
@@ -135,12 +135,14 @@ class Opener:
         """Logins waiting for a first server of the pool (they count as demand for a share)."""
         return len(self._welcome_waiters)
 
-    def welcome_room(self) -> None:
-        """Open the first server logins wait for, if none is being opened. Under a share
-        (worker processes) only within the cap: a worker without room waits for more share."""
+    def welcome_login(self) -> None:
+        """Open the server whose login greets the waiting clients, unless one is opening. When
+        the pool's size is shared with other processes (a share), only within the share: the
+        share growing calls this again."""
         pool = self.pool
-        room = pool.share is None or pool.total < pool.cap
-        if self._welcome_waiters and not self.connecting and room:
+        if not self._welcome_waiters or self.connecting:
+            return
+        if pool.share is None or pool.total < pool.cap:
             self.launch()
 
     def cancel_all(self) -> None:

@@ -139,8 +139,7 @@ class Pool:
         self._restate()
 
     def set_share(self, share: int | None) -> None:
-        """How many of the pool's servers this process may hold (None: the whole size). A
-        smaller share closes idle servers beyond it at once and busy ones as they come back."""
+        """This process's part of the size (None: all); extra servers close (busy ones later)."""
         self.share = share
         self._restate()
         excess = self.total - self.cap
@@ -148,9 +147,10 @@ class Pool:
             self.close_idle("share reduced", keep=max(0, len(self.idle) - excess))
             if self.total > self.cap:
                 self.reclaim_kept()  # kept between transactions: released, so closed
-        elif excess < 0:
-            self.grow()
-            self.opener.welcome_room()
+            return
+        self.grow()  # queued clients get servers at once where there is room
+        if self.welcome is None and not self.paused:
+            self.opener.welcome_login()  # clients waiting for the first login may go on
 
     def _restate(self) -> None:
         """Precompute what a release checks for every transaction."""

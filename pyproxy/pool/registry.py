@@ -34,6 +34,10 @@ class PoolRegistry:
         self._defs: dict[str, tuple[str, PoolConfig]] = {}
         self._live: dict[tuple[str, str], Pool] = {}
         self._paused: set[str] = set()  # pool names held by pause() until resume()
+        # The part of each pool's size this process may hold, when instances share pools
+        # (None: all of it). A pool without an entry gets ``default_share``.
+        self._shares: dict[str, int | None] = {}
+        self.default_share: int | None = None
         self.client_address: Callable[[], tuple[str, int]] = lambda: (
             config.proxy.listen_host,
             config.proxy.listen_port,
@@ -83,6 +87,7 @@ class PoolRegistry:
             )
             self._live[key] = pool
             pool.set_paused(name in self._paused)
+            pool.set_share(self._shares.get(name, self.default_share))
             if self.on_new_pool is not None:
                 self.on_new_pool(key, pool)
         return pool
@@ -132,8 +137,28 @@ class PoolRegistry:
                 live.close_idle("pool shrunk", keep=len(live.idle) - 1)
         log.info("pool %s updated (%s, size %d, db %s)", name, pool.mode, pool.size, pool.db)
 
+    def share_needs(self) -> list[tuple[str, str, int, int, int]]:
+        """(cluster id, pool, size, servers held by its fullest live pool, clients) of every
+        pool: what sharing a pool's size with other processes goes by."""
+        held: dict[str, int] = {}
+        clients: dict[str, int] = {}
+        for (name, _), live in self._live.items():
+            held[name] = max(held.get(name, 0), live.total)
+            clients[name] = clients.get(name, 0) + len(live.clients)
+        return [
+            (cid, n, cfg.size, held.get(n, 0), clients.get(n, 0))
+            for n, (cid, cfg) in self._defs.items()
+        ]
+
+    def set_share(self, name: str, share: int | None) -> None:
+        """Let each live pool of ``name`` hold at most ``share`` servers from now on."""
+        self._shares[name] = share
+        for live in self.live_pools(name):
+            live.set_share(share)
+
     def remove_pool(self, name: str) -> None:
         self._defs.pop(name, None)
+        self._shares.pop(name, None)
         self._paused.discard(name)
         err = PgError(
             ADMIN_SHUTDOWN, f'terminating connection because pool "{name}" was deleted', fatal=True

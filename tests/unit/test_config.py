@@ -118,6 +118,7 @@ def test_example_file_shows_every_key_with_its_default() -> None:
         "token_env": "PYPROXY_ADMIN_TOKEN",
         "allow_no_token": admin.allow_no_token,
         "state_path": admin.state_path,
+        "state_dsn": admin.state_dsn,
     }
     text = EXAMPLE.read_text()
     assert re.search(r'^# token = "', text, re.M)
@@ -140,6 +141,13 @@ def test_empty_config_gives_the_dataclass_defaults() -> None:
     assert cfg.proxy == ProxyConfig()
     assert (cfg.admin.listen_host, cfg.admin.listen_port) == ("127.0.0.1", 8080)
     assert cfg.admin.state_path == "pyproxy-state.db"
+    assert cfg.admin.state_dsn == ""
+
+
+def test_state_dsn_is_kept_as_given() -> None:
+    dsn = "postgresql://state:pw@db.internal:5432/pyproxy"
+    cfg = parse_config({"admin": {"token": "t", "state_dsn": dsn}}, env={})
+    assert cfg.admin.state_dsn == dsn
 
 
 def test_pool_defaults() -> None:
@@ -317,6 +325,11 @@ def with_pool(**pool: Any) -> dict[str, Any]:
         (
             {"admin": {"token": "t", "state_path": ""}},
             "admin.state_path: must be a non-empty string",
+        ),
+        (
+            {"admin": {"token": "t", "state_dsn": "host=db user=x"}},
+            "admin.state_dsn: must be a postgresql:// URL (or empty for the SQLite state_path), "
+            'got "host=db user=x"',
         ),
         (
             {"admin": {"token": "t", "listen": "[::1]:99999"}},
