@@ -169,7 +169,7 @@ def _results(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "python": "3.11",
         },
         "settings": {"scale": 1, "duration_s": 5, "repeat": 3, "pool_size": 20},
-        "pyproxy_source": {"describe": "5a7881d", "module": "/work/wt-bench/pyproxy"},
+        "pyproxy_source": {"describe": "5a7881d", "module": "/srv/pyproxy-checkout/pyproxy"},
         "baseline": {
             "ref": "5c15793",
             "commit": "5c15793" + "0" * 33,
@@ -219,7 +219,7 @@ def test_markdown_sets_pyproxy_beside_its_baseline() -> None:
     results = _results(ROUNDS)
     text = markdown(results)
     assert f"## pyproxy against its baseline ({BASE})" in text
-    assert "- pyproxy: working tree at 5a7881d (/work/wt-bench/pyproxy)" in text
+    assert "- pyproxy: working tree at 5a7881d (/srv/pyproxy-checkout/pyproxy)" in text
     assert f"- {BASE}: commit 5c15793000" in text and "(`--baseline 5c15793`)" in text
     assert (
         "| transaction | simple | 10 | 12 000 | 19 000 | 1.00 | 0.95 to 1.58 | 0.833 | 0.526 "
