@@ -49,6 +49,9 @@ class Worker:
         self.reader, self.writer = reader, writer
         self.grants: dict[Key, int] = dict(start["grants"])
         self.seq: int = start["seq"]
+        # With pool state in PostgreSQL: this instance's part of each pool, which the workers'
+        # shares divide (a pool not listed: none yet). None: every pool's whole size.
+        self.parts: dict[str, int] | None = start.get("parts")
         self.app = App(start["config"])
         self.app.reuse_port = True
         registry = self.app.registry
@@ -71,7 +74,11 @@ class Worker:
 
     def _share(self, key: Key, size: int) -> int:
         found = self.grants.get(key)
-        return default_split(size, self.workers, self.index) if found is None else found
+        if found is not None:
+            return found
+        if self.parts is not None:
+            size = min(size, self.parts.get(key[0], 0))
+        return default_split(size, self.workers, self.index)
 
     def _new_pool(self, key: Key, pool: Pool) -> None:
         pool.set_share(self._share(key, pool.cfg.size))
@@ -79,6 +86,9 @@ class Worker:
     def _grant(self, message: dict[str, Any]) -> None:
         self.grants.update(message["shares"])
         self.seq = message["seq"]
+        if "parts" in message:
+            self.parts = message["parts"]
+            self._reshare()
         for key, pool in self.app.registry.live_items():
             share = message["shares"].get(key)
             if share is not None and share != pool.share:
@@ -103,6 +113,8 @@ class Worker:
                 pool.total,
                 stale_idle(pool, now),
                 len(pool.waiters) + pool.opener.welcome_waiting,
+                len(pool.clients),
+                pool.cap,
             )
             for key, pool in self.app.registry.live_items()
         }
