@@ -258,7 +258,7 @@ class Supervisor:
                 "defs": self.view.definitions(),
                 "paused": self.view.paused_names(),
                 "grants": {key: 0 for key in self.shares},
-                "parts": None if self.parts is None else dict(self.parts),
+                "granted_only": self.parts is not None,
                 "seq": 0,
             }
         )
@@ -370,18 +370,14 @@ class Supervisor:
 
     def set_share(self, name: str, share: int | None) -> None:
         """The share table's part of pool ``name`` for this instance: the workers' shares of it
-        follow (a smaller part lowers them at once, a larger one grows them out of free room)."""
+        follow (a smaller part lowers them at once, a larger one grows them out of free room).
+        Workers hold only granted shares here, so every server they hold is counted."""
         if self.parts is None:
             return
         if share is None:
             self.parts.pop(name, None)
         else:
             self.parts[name] = share
-        for handle in self.handles:
-            if handle.connected:
-                handle.grant_seq += 1
-                parts = dict(self.parts)
-                handle.send({"op": "grant", "seq": handle.grant_seq, "shares": {}, "parts": parts})
         self.resize_all()
 
     def resize_all(self) -> None:

@@ -49,9 +49,9 @@ class Worker:
         self.reader, self.writer = reader, writer
         self.grants: dict[Key, int] = dict(start["grants"])
         self.seq: int = start["seq"]
-        # With pool state in PostgreSQL: this instance's part of each pool, which the workers'
-        # shares divide (a pool not listed: none yet). None: every pool's whole size.
-        self.parts: dict[str, int] | None = start.get("parts")
+        # With pool state in PostgreSQL the instance's part of a pool changes with the share
+        # table: a pool holds only what the supervisor granted (nothing before it heard of it).
+        self.granted_only: bool = start.get("granted_only", False)
         self.app = App(start["config"])
         self.app.reuse_port = True
         registry = self.app.registry
@@ -76,9 +76,7 @@ class Worker:
         found = self.grants.get(key)
         if found is not None:
             return found
-        if self.parts is not None:
-            size = min(size, self.parts.get(key[0], 0))
-        return default_split(size, self.workers, self.index)
+        return 0 if self.granted_only else default_split(size, self.workers, self.index)
 
     def _new_pool(self, key: Key, pool: Pool) -> None:
         pool.set_share(self._share(key, pool.cfg.size))
@@ -86,9 +84,6 @@ class Worker:
     def _grant(self, message: dict[str, Any]) -> None:
         self.grants.update(message["shares"])
         self.seq = message["seq"]
-        if "parts" in message:
-            self.parts = message["parts"]
-            self._reshare()
         for key, pool in self.app.registry.live_items():
             share = message["shares"].get(key)
             if share is not None and share != pool.share:
@@ -113,7 +108,7 @@ class Worker:
                 pool.total,
                 stale_idle(pool, now),
                 len(pool.waiters) + pool.opener.welcome_waiting,
-                len(pool.clients),
+                len(pool.clients) if self.granted_only else 0,  # for the share table
                 pool.cap,
             )
             for key, pool in self.app.registry.live_items()
