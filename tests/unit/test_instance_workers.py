@@ -17,6 +17,7 @@ from tests.unit.test_worker_shares import SimWorker
 
 USER = "app"
 KEY = ("p", USER)
+CID = "9cc10173-e9ea-4176-9dbc-a4cee4c4ff30"
 
 
 class Wire:
@@ -59,7 +60,7 @@ state_path = "{tmp_path / "state.db"}"
 state_dsn = "{state_dsn}"
 
 [[clusters]]
-id = "c1"
+id = "9cc10173-e9ea-4176-9dbc-a4cee4c4ff30"
 host = "127.0.0.1"
 port = 5432
 max_connections = 20
@@ -105,13 +106,13 @@ def grants(wires: list[Wire]) -> list[dict[tuple[str, str], int]]:
 def test_the_part_granted_to_the_instance_is_divided_among_its_workers(tmp_path: Path) -> None:
     sup, wires = supervisor(tmp_path, "postgresql://u:pw@127.0.0.1:5432/state")
     assert sup.instance_part("p", 4) == 0  # nothing before the share table grants it
-    assert sup.share_needs() == [("c1", "p", 4, 0, 0)]
+    assert sup.share_needs() == [(CID, "p", 4, 0, 0)]
     sup.set_share("p", 2)
     report(sup, 0, held=0, idle=0, waiting=1, clients=1)
     # The first report of a pool gets every worker its first share, within the part.
     assert grants(wires) == [{KEY: 1}, {KEY: 1}]
     report(sup, 1, held=0, idle=0, waiting=0, clients=2)
-    assert sup.share_needs() == [("c1", "p", 4, 2, 3)]
+    assert sup.share_needs() == [(CID, "p", 4, 2, 3)]
 
     sup.set_share("p", 1)  # the share table took one back: lowered at once
     assert sum(g.get(KEY, 1) for g in grants(wires)) == 1
