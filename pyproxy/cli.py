@@ -147,11 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit()
     loop_name = _install_uvloop()
     log.info("pyproxy %s starting (%s event loop)", __version__, loop_name)
-    if config.proxy.workers > 1 and config.admin.enabled and config.admin.state_dsn:
-        # Instances share pools through PostgreSQL; their workers do not divide them yet.
-        log.error("cannot start: workers > 1 with [admin] state_dsn is not supported yet; "
-                  "run one worker per instance (workers = 1) or several instances")  # fmt: skip
-        return 2
     if config.proxy.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
         log.warning("this platform has no SO_REUSEPORT: running one worker, not %d",
                     config.proxy.workers)  # fmt: skip

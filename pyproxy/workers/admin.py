@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from pyproxy.admin import metrics
 from pyproxy.admin.http_messages import Request, Response
+from pyproxy.admin.pgstore import PgStateStore, sync_definitions
 from pyproxy.admin.server import AdminServer
-from pyproxy.admin.store import StateStore
+from pyproxy.admin.store import PoolStore, StateStore
 from pyproxy.auth.throttle import LoginThrottle
 from pyproxy.config import Config, PoolConfig
 from pyproxy.workers.view import ClusterView
@@ -25,7 +26,12 @@ class AdminFront:
         self.config = config
         self.view = view
         self.sup = sup
-        self.store = StateStore(config.admin.state_path)
+        self.pg: PgStateStore | None = None
+        self.store: PoolStore
+        if config.admin.state_dsn:
+            self.store = self.pg = PgStateStore(config.admin.state_dsn, config.proxy.defaults)
+        else:
+            self.store = StateStore(config.admin.state_path)
         proxy = config.proxy
         self.server = AdminServer(
             config.admin,
@@ -44,14 +50,27 @@ class AdminFront:
     def api_pools(self, config: Config) -> list[tuple[str, PoolConfig]]:
         return self.store.load(config.proxy.defaults)
 
-    def load_store(self) -> None:
-        """Pools created through the API, as a single process loads them (App.start)."""
+    async def load_store(self) -> None:
+        """Pools created through the API, as a single process loads them (App.start). With
+        ``state_dsn`` the supervisor is the instance: it takes its first part of every pool
+        before any worker starts, then keeps parts and definitions up to date."""
+        if self.pg is not None:
+            await self.pg.open()
         for cluster_id, pool in self.api_pools(self.config):
             if self.view.cluster(cluster_id) is None or self.view.find_pool(pool.name):
                 log.warning("state file pool %s ignored (unknown cluster or clash)", pool.name)
                 continue
             self.view.add_pool(cluster_id, pool)
         self.view.sent.clear()  # workers get the definitions when they start
+        if self.pg is not None:
+            clusters = [c.id for c in self.config.clusters]
+            await self.pg.start(self.sup, clusters, self._stored)
+
+    def _stored(self, pools: list[tuple[str, PoolConfig]]) -> None:
+        """Definitions re-read from the state database (another instance changed them): every
+        worker applies the changes, as it does those made through this instance's API."""
+        if sync_definitions(self.view, pools):
+            self.sup._background(self.view.deliver())
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -66,8 +85,8 @@ class AdminFront:
         await self.server.start()
 
     async def stop(self) -> None:
+        """The API stops; the store is closed by the supervisor once the workers stopped."""
         await self.server.stop()
-        self.store.close()
 
     @property
     def port(self) -> int:

@@ -100,11 +100,18 @@ class PoolShares:
         held = sum(self.committed(w) for w in self.grant) + sum(self.dead.values())
         return self.size - held
 
-    def report(self, w: int, usage: Usage, confirmed: bool) -> None:
-        """``confirmed``: the worker had applied every share we sent it when it reported."""
+    def committed_total(self) -> int:
+        """The most servers the workers together may hold now (what ``free`` leaves out)."""
+        return self.size - self.free()
+
+    def report(self, w: int, usage: Usage, confirmed: bool, cap: int = 0) -> None:
+        """``confirmed``: the worker had applied every share we sent it when it reported;
+        ``cap``: the share its pool has now (a worker may have taken an even split of a
+        larger size for a pool before we knew of it)."""
         self.usage[w] = usage
         if confirmed:
             self.ceiling[w] = self.grant[w]
+        self.ceiling[w] = max(self.ceiling[w], cap)
 
     def gone(self, w: int, death: int) -> None:
         """Worker ``w`` died (``death`` names this death). Its share is 0 at once (nobody to

@@ -14,7 +14,6 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
 from pyproxy.config import Config, load_config
@@ -45,6 +44,7 @@ class Handle:
         self.ready = asyncio.Event()
         self.grant_seq = 0  # the last share message sent
         self.pools: dict[Key, Usage] = {}
+        self.clients: dict[Key, int] = {}  # clients of each pool here
         self.servers: tuple[Any, ...] = ()  # (pid, secret, host, port) of its backends
         self.calls: dict[int, asyncio.Future[Any]] = {}
         self.restarts = 0
@@ -83,10 +83,12 @@ class Supervisor:
         self._dir = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stop_requested = asyncio.Event()  # SIGTERM, SIGINT or the console's SHUTDOWN
-        # The part of a pool's size this instance may use, divided among its workers. All of
-        # it by default; instances sharing pool state across hosts set their part here and
-        # call resize_all() when it changes.
-        self.instance_part: Callable[[str, int], int] = lambda name, size: size
+        # With pool state in PostgreSQL (``[admin] state_dsn``) the supervisor is the instance:
+        # the share table grants it a part of each pool (set_share), which the workers' shares
+        # divide. None: no such table, each pool's whole size.
+        self.parts: dict[str, int] | None = (
+            {} if config.admin.enabled and config.admin.state_dsn else None
+        )
 
     async def _connect(self, pool: Pool) -> Any:
         return await open_server(pool, max_packet=self.config.proxy.max_packet_size, timeout=10.0)
@@ -122,7 +124,7 @@ class Supervisor:
             # connects later gets the definitions with its start message.
             try:
                 self.front = AdminFront(self.config, self.view, self)
-                self.front.load_store()
+                await self.front.load_store()
                 await self.front.start()
             except BaseException:
                 if self.front is not None:
@@ -188,6 +190,7 @@ class Supervisor:
         for shares in self.shares.values():
             shares.gone(handle.index, death)
         handle.pools = {}
+        handle.clients = {}
         servers, handle.servers = handle.servers, ()
         if self.stopping:
             return  # the worker drained: its servers are closed
@@ -223,6 +226,8 @@ class Supervisor:
                 log.error("worker pid %d did not stop; killing it", proc.pid)
                 proc.kill()
                 await proc.wait()
+        if self.front is not None:  # unregistered once the workers' servers are closed
+            await self.front.store.aclose()
         self._cleanup()
         log.info("stopped")
 
@@ -253,6 +258,7 @@ class Supervisor:
                 "defs": self.view.definitions(),
                 "paused": self.view.paused_names(),
                 "grants": {key: 0 for key in self.shares},
+                "granted_only": self.parts is not None,
                 "seq": 0,
             }
         )
@@ -299,23 +305,34 @@ class Supervisor:
         if "servers" in message:
             handle.servers = message["servers"]
         confirmed = message["seq"] == handle.grant_seq
-        pools: dict[Key, tuple[int, int, int, int]] = message["pools"]
+        pools: dict[Key, tuple[int, int, int, int, int, int]] = message["pools"]
         touched = set(handle.pools) | set(pools)
         handle.pools = {}
+        handle.clients = {}
         present = {h.index for h in self.handles if h.connected}
-        for key, (size, held, idle, waiting) in pools.items():
+        new: list[Key] = []
+        for key, (size, held, idle, waiting, clients, cap) in pools.items():
             shares = self.shares.get(key)
             if shares is None:
                 shares = self.shares[key] = PoolShares(self._size(key, size), self.n, present)
+                new.append(key)
             usage = Usage(held, idle, waiting)
             handle.pools[key] = usage
-            shares.report(handle.index, usage, confirmed)
+            handle.clients[key] = clients
+            shares.report(handle.index, usage, confirmed, cap)
         for key in touched - set(pools):
             self.shares[key].report(handle.index, Usage(), confirmed)
-        self._rebalance(touched)
+        self._rebalance(touched, new)
 
-    def _rebalance(self, keys: Any) -> None:
+    def _rebalance(self, keys: Any, new: Any = ()) -> None:
+        """Send the shares that changed; for ``new`` pools every worker's first share too, so
+        from then on no worker goes by its own even split (of a size or part that may change)."""
         out: dict[int, dict[Key, int]] = {}
+        for key in new:
+            shares = self.shares[key]
+            for w, share in shares.grant.items():
+                if w not in shares.absent:
+                    out.setdefault(w, {})[key] = share
         for key in keys:
             shares = self.shares.get(key)
             if shares is None:
@@ -327,6 +344,41 @@ class Supervisor:
             if handle.connected:
                 handle.grant_seq += 1
                 handle.send({"op": "grant", "seq": handle.grant_seq, "shares": grants})
+
+    def instance_part(self, name: str, size: int) -> int:
+        """The part of pool ``name`` (of ``size``) this instance may use, divided among its
+        workers: all of it, or what the share table granted."""
+        return size if self.parts is None else min(size, self.parts.get(name, 0))
+
+    # ShareTarget (admin/shares.py): the cross-instance allocator sees this instance as a whole.
+
+    def share_needs(self) -> list[tuple[str, str, int, int, int]]:
+        """(cluster id, pool, size, servers the workers may hold, clients) of every pool. The
+        servers count what the workers may hold without having told us (grants not yet
+        confirmed, a dead worker's backends), so a grant written from it covers them."""
+        held: dict[str, int] = {}
+        for key, shares in self.shares.items():
+            held[key[0]] = max(held.get(key[0], 0), shares.committed_total())
+        clients: dict[str, int] = {}
+        for handle in self.handles:
+            for key, count in handle.clients.items():
+                clients[key[0]] = clients.get(key[0], 0) + count
+        return [
+            (cid, cfg.name, cfg.size, held.get(cfg.name, 0), clients.get(cfg.name, 0))
+            for cid, cfg in self.view.definitions()
+        ]
+
+    def set_share(self, name: str, share: int | None) -> None:
+        """The share table's part of pool ``name`` for this instance: the workers' shares of it
+        follow (a smaller part lowers them at once, a larger one grows them out of free room).
+        Workers hold only granted shares here, so every server they hold is counted."""
+        if self.parts is None:
+            return
+        if share is None:
+            self.parts.pop(name, None)
+        else:
+            self.parts[name] = share
+        self.resize_all()
 
     def resize_all(self) -> None:
         """Pool sizes changed (reload, API): shares follow before the workers hear of it."""

@@ -6,6 +6,7 @@ admin API works on this view exactly as on a single process's registry."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ class ClusterView(PoolRegistry):
         self.worker_stats: dict[int, dict[str, Any]] = {}  # by worker index: its last stats
         self.sent: list[tuple[str, tuple[Any, ...]]] = []  # changes not yet broadcast
         self.on_change: Callable[[], None] = lambda: None
+        # One delivery at a time: an API answer waits for changes another delivery (of
+        # definitions re-read from the state database) took off the queue before it.
+        self._delivering = asyncio.Lock()
 
     # ---- changes: applied here, then to every worker -------------------------------------------
 
@@ -77,9 +81,10 @@ class ClusterView(PoolRegistry):
 
     async def deliver(self) -> None:
         """Send the changes made so far to every worker and wait until all have applied them."""
-        while self.sent:
-            method, args = self.sent.pop(0)
-            await self.broadcast(method, args)
+        async with self._delivering:
+            while self.sent:
+                method, args = self.sent.pop(0)
+                await self.broadcast(method, args)
 
     def definitions(self) -> list[tuple[str, PoolConfig]]:
         return list(self._defs.values())

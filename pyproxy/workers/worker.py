@@ -49,6 +49,9 @@ class Worker:
         self.reader, self.writer = reader, writer
         self.grants: dict[Key, int] = dict(start["grants"])
         self.seq: int = start["seq"]
+        # With pool state in PostgreSQL the instance's part of a pool changes with the share
+        # table: a pool holds only what the supervisor granted (nothing before it heard of it).
+        self.granted_only: bool = start.get("granted_only", False)
         self.app = App(start["config"])
         self.app.reuse_port = True
         registry = self.app.registry
@@ -71,7 +74,9 @@ class Worker:
 
     def _share(self, key: Key, size: int) -> int:
         found = self.grants.get(key)
-        return default_split(size, self.workers, self.index) if found is None else found
+        if found is not None:
+            return found
+        return 0 if self.granted_only else default_split(size, self.workers, self.index)
 
     def _new_pool(self, key: Key, pool: Pool) -> None:
         pool.set_share(self._share(key, pool.cfg.size))
@@ -103,6 +108,8 @@ class Worker:
                 pool.total,
                 stale_idle(pool, now),
                 len(pool.waiters) + pool.opener.welcome_waiting,
+                len(pool.clients) if self.granted_only else 0,  # for the share table
+                pool.cap,
             )
             for key, pool in self.app.registry.live_items()
         }

@@ -72,7 +72,9 @@ class Instance:
         return self.log.read_text(errors="replace")
 
 
-def write_config(path: Path, pg: PgServer, port: int, admin_port: int, state_dsn: str) -> None:
+def write_config(
+    path: Path, pg: PgServer, port: int, admin_port: int, state_dsn: str, workers: int = 1
+) -> None:
     users = "".join(
         f'[[clusters.users]]\nname = "{name}"\npassword = "{password}"\n'
         for name, password in USERS.values()
@@ -82,6 +84,7 @@ def write_config(path: Path, pg: PgServer, port: int, admin_port: int, state_dsn
 [proxy]
 listen = "127.0.0.1:{port}"
 query_wait_timeout = 30
+workers = {workers}
 
 [admin]
 listen = "127.0.0.1:{admin_port}"
@@ -98,7 +101,7 @@ max_connections = 100
     )
 
 
-Start = Callable[[str], Awaitable[Instance]]
+Start = Callable[..., Awaitable[Instance]]
 
 
 @pytest.fixture
@@ -106,10 +109,10 @@ async def start_instance(pg: PgServer, state_dsn: str, tmp_path: Path) -> AsyncI
     """Start `pyproxy serve` processes on the shared state database; stopped at the end."""
     started: list[Instance] = []
 
-    async def start(name: str) -> Instance:
+    async def start(name: str, workers: int = 1) -> Instance:
         port, admin_port = free_port(), free_port()
         config = tmp_path / f"{name}.toml"
-        write_config(config, pg, port, admin_port, state_dsn)
+        write_config(config, pg, port, admin_port, state_dsn, workers)
         log = tmp_path / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -129,7 +132,8 @@ async def start_instance(pg: PgServer, state_dsn: str, tmp_path: Path) -> AsyncI
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"{name} exited:\n{inst.output()}"
             with contextlib.suppress(httpx.TransportError):
-                if (await http.get("/healthz")).status_code == 200:
+                # (with workers the API answers before the workers accept clients)
+                if (await http.get("/healthz")).status_code == 200 and "listening" in inst.output():
                     return inst
             await asyncio.sleep(0.05)
         raise AssertionError(f"{name} did not come up:\n{inst.output()}")
@@ -283,6 +287,65 @@ async def test_instances_together_keep_to_the_pool_size(
         done.set()
         await watcher
     assert peak <= 4, f"{peak} backends for a pool of 4"
+
+
+async def test_an_instance_with_workers_shares_pools_with_other_instances(
+    start_instance: Start, monitor: asyncpg.Connection
+) -> None:
+    """A runs two worker processes, B one: the pool's size holds over all three processes, and
+    a pool created through B reaches both of A's workers."""
+    a, b = await start_instance("a", workers=2), await start_instance("b")
+    resp = await a.http.post(POOLS, json=pool_body("sized-pool", 4))
+    assert resp.status_code == 201, resp.text
+    await eventually(lambda: _pool_known(b, "sized-pool"), 2.0, "the pool reaching instance B")
+    peak = 0
+    served = {"a": 0, "b": 0}
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, await backends(monitor))
+            await asyncio.sleep(0.01)
+
+    async def client(inst: Instance) -> None:
+        conn = await inst.connect("sized-pool")
+        try:
+            for _ in range(3):
+                await conn.execute("SELECT pg_sleep(0.1)")
+                served[inst.name] += 1
+        finally:
+            await conn.close()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.gather(*(client(a if i % 2 else b) for i in range(20)))
+    finally:
+        done.set()
+        await watcher
+    assert served == {"a": 30, "b": 30}
+    assert 2 <= peak <= 4, f"{peak} backends for a pool of 4"
+
+    resp = await b.http.post(POOLS, json=pool_body("from-b", 4))
+    assert resp.status_code == 201, resp.text
+    created = time.monotonic()
+    workers: set[int] = set()
+    conns: list[asyncpg.Connection] = []
+
+    async def both_workers_serve() -> bool:
+        """Clients of A until each worker has answered one (the kernel picks the worker; the
+        low 6 bits of the process id a client is given name it)."""
+        conn = await a.connect("from-b")
+        conns.append(conn)
+        assert await conn.fetchval("SELECT 1") == 1
+        workers.add(conn.get_server_pid() & 0x3F)
+        return workers == {0, 1}
+
+    try:
+        await eventually(both_workers_serve, 2.0, "the pool created through B on A's workers")
+        assert time.monotonic() - created < 2.5
+    finally:
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
 
 
 async def test_state_database_outage_keeps_serving_and_loses_nothing(
