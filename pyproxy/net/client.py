@@ -51,6 +51,13 @@ STREAMED = frozenset((COPY_DATA,))  # a cut CopyData is passed on as it arrives
 _ids = iter(range(1, 1 << 62))
 
 
+def number_ids(first: int, step: int) -> None:
+    """Client connection ids from ``first`` in steps of ``step``: worker ``i`` of ``n`` uses
+    ``n + i``, ``2n + i``, ... so ids are unique over the workers and name their worker."""
+    global _ids
+    _ids = iter(range(first, 1 << 62, step))
+
+
 class ClientConn(Releasing, asyncio.Protocol):
     """An application connection; linked to a server only while the pool mode requires."""
 

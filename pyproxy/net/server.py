@@ -63,6 +63,13 @@ HOLD_REPLY = 64 * 1024  # bytes of such a reply kept back at most
 _ids = iter(range(1, 1 << 62))
 
 
+def number_ids(first: int, step: int) -> None:
+    """Server connection ids from ``first`` in steps of ``step``: worker ``i`` of ``n`` uses
+    ``n + i``, ``2n + i``, ... so ids are unique over the workers and name their worker."""
+    global _ids
+    _ids = iter(range(first, 1 << 62, step))
+
+
 class ServerConn(asyncio.Protocol):
     """A logged-in server connection that relays to at most one linked client at a time."""
 
