@@ -423,6 +423,17 @@ def local_port(conn: psycopg.AsyncConnection) -> int:
         return int(sock.getsockname()[1])
 
 
+async def until_pool(pool: Callable[[], Awaitable[dict[str, str | None]]], **want: str) -> None:
+    """Wait until the console's SHOW POOLS row has the figures ``want``."""
+    deadline = time.monotonic() + BOUND
+    while True:
+        found = await pool()
+        if all(found[k] == v for k, v in want.items()):
+            return
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.05)
+
+
 async def test_the_console_adds_up_and_acts_on_both_workers(supervise: Start) -> None:
     sup = await supervise({"tpool": 4})
     conns = await by_worker(sup, "tpool", 2)
@@ -439,9 +450,9 @@ async def test_the_console_adds_up_and_acts_on_both_workers(supervise: Start) ->
         for conn in conns[0] + conns[1]:  # a transaction each: two servers held on each worker
             await conn.execute("begin")
             await conn.execute("select 1")
-        # Whichever worker answers the console, it reports both workers' clients and servers.
-        found = await pool()
-        assert (found["cl_active"], found["sv_active"]) == ("4", "4"), found
+        # Whichever worker answers the console, it reports both workers' clients and servers
+        # (the spare connections by_worker closed may take a moment to leave).
+        await until_pool(pool, cl_active="4", sv_active="4")
         servers = [s for s in await show("SERVERS") if s["database"] == "tpool"]
         assert len(servers) == 4 and {s["state"] for s in servers} == {"active"}
         ids = {int(c["port"] or 0): int(c["id"] or 0) for c in await show("CLIENTS")
@@ -470,10 +481,7 @@ async def test_the_console_adds_up_and_acts_on_both_workers(supervise: Start) ->
         # PAUSE holds new queries on both workers until RESUME.
         assert (await console.run("PAUSE tpool")).tag == "PAUSE"
         held = [asyncio.ensure_future(c.execute("select 1")) for c in conns[0] + conns[1]]
-        deadline = time.monotonic() + BOUND
-        while (await pool())["cl_waiting"] != "2":
-            assert time.monotonic() < deadline, await pool()
-            await asyncio.sleep(0.05)
+        await until_pool(pool, cl_waiting="2")
         assert not any(task.done() for task in held)
         (db,) = [d for d in await show("DATABASES") if d["name"] == "tpool"]
         assert db["paused"] == "1"
