@@ -1,9 +1,16 @@
-"""SHOW over worker processes: each worker's rows added up into one result."""
+"""SHOW over worker processes: each worker's rows added up into one result; commands sent to
+every worker, KILL_CLIENT to the one in the id."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from pyproxy.console import columns as K
+from pyproxy.console.commands import Commands
 from pyproxy.console.merge import merge
+from pyproxy.errors import PgError
 
 
 def pool_row(db: str, active: int, waiting: int, maxwait: tuple[int, int]) -> list[str | None]:
@@ -62,3 +69,44 @@ def test_clients_of_every_worker_by_id() -> None:
 
     rows = merge("CLIENTS", [[client(2), client(6)], [client(3), client(5)]])
     assert [r[20] for r in rows] == ["2", "3", "5", "6"]
+
+
+class Workers:
+    """Two workers' answers to a console command's local part, as the supervisor returns them."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.parts = parts
+        self.asked: list[tuple[Any, int | None]] = []
+
+    async def everywhere(self, command: Any, to: int | None = None) -> list[Any]:
+        self.asked.append((command, to))
+        return self.parts
+
+    def owner(self, client_id: int) -> int:
+        return client_id % 2
+
+
+def commands(parts: list[Any]) -> tuple[Commands, Workers]:
+    found = Commands(registry=None, config=None, view=None, clients=None, actions=None)  # type: ignore[arg-type]
+    found.cluster = Workers(parts)
+    return found, found.cluster
+
+
+async def test_show_with_workers_merges_every_workers_part() -> None:
+    cmds, workers = commands(
+        [("ok", [pool_row("a", 1, 0, (0, 0))]), ("ok", [pool_row("a", 2, 1, (0, 7))]), "no answer"]
+    )
+    columns, rows = await cmds.run("SHOW POOLS", "stats", "watcher")  # type: ignore[misc]
+    assert columns is K.POOLS and workers.asked == [(("SHOW", "POOLS"), None)]
+    assert rows == [pool_row("a", 3, 1, (0, 7))]  # a worker that did not answer is left out
+
+
+async def test_kill_client_goes_to_the_worker_in_the_id() -> None:
+    cmds, workers = commands([("ok", "KILL_CLIENT")])
+    assert await cmds.run("KILL_CLIENT 7", "admin", "ops") == "KILL_CLIENT"  # type: ignore[misc]
+    assert workers.asked == [(("KILL_CLIENT", 7), 1)]
+    for parts in ([("error", ("3D000", "no such client: 8", None, None))], ["worker exited"]):
+        cmds, workers = commands(parts)
+        with pytest.raises(PgError) as err:
+            await cmds.run("KILL_CLIENT 8", "admin", "ops")  # type: ignore[misc]
+        assert err.value.sqlstate == "3D000" and workers.asked[0][1] == 0
