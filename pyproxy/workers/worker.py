@@ -17,8 +17,7 @@ from typing import Any
 from pyproxy.admin import metrics
 from pyproxy.app import App
 from pyproxy.log import setup_logging
-from pyproxy.net import client as client_conn
-from pyproxy.net import server as server_conn
+from pyproxy.net import ids
 from pyproxy.pool.pool import Pool
 from pyproxy.pool.stats import longest_wait
 from pyproxy.workers import wire
@@ -67,8 +66,7 @@ class Worker:
         # Its other commands and SHOW run on every worker (through the supervisor); connection
         # ids name their worker (id % workers), so they are unique and KILL_CLIENT finds it.
         self.app.console.commands.cluster = self
-        client_conn.number_ids(self.workers + self.index, self.workers)
-        server_conn.number_ids(self.workers + self.index, self.workers)
+        ids.number_from(self.workers + self.index, self.workers)
         self._console_ids = itertools.count(1)
         self._console_calls: dict[int, asyncio.Future[list[Any]]] = {}
         self._last: tuple[Any, ...] = ()

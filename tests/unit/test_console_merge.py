@@ -98,7 +98,8 @@ async def test_show_with_workers_merges_every_workers_part() -> None:
     )
     columns, rows = await cmds.run("SHOW POOLS", "stats", "watcher")  # type: ignore[misc]
     assert columns is K.POOLS and workers.asked == [(("SHOW", "POOLS"), None)]
-    assert rows == [pool_row("a", 3, 1, (0, 7))]  # a worker that did not answer is left out
+    (row,) = rows  # a worker that did not answer is left out
+    assert (row[2], row[3], row[9], row[14]) == ("3", "1", "2", "7")
 
 
 async def test_kill_client_goes_to_the_worker_in_the_id() -> None:
