@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pyproxy.config import Config
+from pyproxy.console import merge as M
 from pyproxy.console import show as V
-from pyproxy.console.columns import SOCKETS
 from pyproxy.console.settings import show_config
 from pyproxy.errors import (
     ADMIN_SHUTDOWN,
@@ -26,15 +26,7 @@ from pyproxy.pool.registry import PoolRegistry
 log = logging.getLogger("pyproxy.console")
 
 SHOW: dict[str, Callable[[V.View], tuple[Any, list[V.Row]]]] = {
-    "POOLS": V.show_pools,
-    "STATS": V.show_stats,
-    "STATS_TOTALS": V.show_stats_totals,
-    "STATS_AVERAGES": V.show_stats_averages,
-    "CLIENTS": V.show_clients,
-    "SERVERS": V.show_servers,
-    "DATABASES": V.show_databases,
-    "USERS": V.show_users,
-    "LISTS": V.show_lists,
+    **M.TABLES,
     "VERSION": V.show_version,
 }
 USAGE = (
@@ -60,7 +52,20 @@ class Actions(Protocol):
     def shutdown(self) -> None: ...
 
 
+class Cluster(Protocol):
+    """Worker processes: a command's local part run on every worker (or on one), the parts
+    returned in worker order (a worker that did not answer gives a string instead)."""
+
+    async def everywhere(self, command: Command, to: int | None = None) -> list[Any]: ...
+    def owner(self, client_id: int) -> int: ...
+
+
 Answer = tuple[Any, list[V.Row]] | str | None  # a result set, a command tag, or nothing
+# A command's local part: ("SHOW", table), ("PAUSE", names), ("RESUME", names), ("KILL", db),
+# ("RECONNECT", names) or ("KILL_CLIENT", id). Its result, a Part: ("ok", rows or tag) or
+# ("error", (sqlstate, message, detail, hint)).
+Command = tuple[str, Any]
+Part = tuple[str, Any]
 
 
 class Commands:
@@ -79,6 +84,7 @@ class Commands:
         self.view = view
         self.clients = clients
         self.actions = actions
+        self.cluster: Cluster | None = None  # set in a worker process: act on every worker
 
     def parse(self, text: str) -> tuple[str, str | None]:
         """(COMMAND, argument or None) of one statement; ERROR 42601 when it is none."""
@@ -119,13 +125,59 @@ class Commands:
             return "HELP"
         if key == "CONFIG":
             return show_config(self.config())
-        if key in SHOW:
+        if key == "VERSION":
             return SHOW[key](self.view())
-        if key == "SOCKETS":
-            view = self.view()
-            rows = V.show_clients(view)[1] + V.show_servers(view)[1]
-            return SOCKETS, [[*r, *["0"] * 7] for r in rows]
+        if key in SHOW or key == "SOCKETS":
+            if self.cluster is not None:
+                return self._show_all(key)
+            return M.COLUMNS[key], M.local_rows(key, self.view(), hidden=False)
         raise _invalid(text)
+
+    async def _show_all(self, key: str) -> Answer:
+        """SHOW over every worker: each worker's rows, added up (M.merge)."""
+        assert self.cluster is not None
+        parts = await self.cluster.everywhere(("SHOW", key))
+        rows = [p[1] for p in parts if isinstance(p, tuple) and p[0] == "ok"]
+        return M.COLUMNS[key], M.merge(key, rows)
+
+    # ---- local parts: what each worker does ---------------------------------------------------
+
+    async def act(self, command: Command) -> Part:
+        """This process's part of a command (in a worker: asked by the worker that has the
+        console connection, through the supervisor)."""
+        word, arg = command
+        try:
+            if word == "SHOW":
+                return "ok", M.local_rows(arg, self.view(), hidden=True)
+            if word == "PAUSE":
+                await self.registry.pause_pools(arg)
+            elif word == "RESUME":
+                self.registry.resume_pools(arg)
+            elif word == "KILL":
+                await self._kill_here(arg)
+            elif word == "RECONNECT":
+                self._reconnect_here(arg)
+            elif word == "KILL_CLIENT":
+                self._kill_client_here(arg)
+            else:
+                raise ValueError(f"unknown console command {word!r}")
+        except PgError as err:
+            return "error", (err.sqlstate, err.message, err.detail, err.hint)
+        return "ok", word
+
+    async def _everywhere(self, command: Command, to: int | None = None) -> list[Any]:
+        """Run ``command`` here (one process) or on every worker; the first error is raised."""
+        if self.cluster is None:
+            parts = [await self.act(command)]
+        else:
+            parts = await self.cluster.everywhere(command, to)
+        for part in parts:
+            if not isinstance(part, tuple):  # a worker that exited or did not answer in time
+                log.warning("console %s: a worker's part is missing (%s)", command[0], part)
+            elif part[0] == "error":
+                sqlstate, message, detail, hint = part[1]
+                raise PgError(sqlstate, message, detail=detail, hint=hint)
+        return parts
 
     # ---- admin commands ---------------------------------------------------------------------
 
@@ -143,19 +195,23 @@ class Commands:
             raise _state(f'database "{db}" is already paused')
         if db is None and names and len(already) == len(names):
             raise _state("pooler is already paused")
-        await self.registry.pause_pools([n for n in names if n not in already])
+        await self._everywhere(("PAUSE", [n for n in names if n not in already]))
         return "PAUSE"
 
-    def resume(self, db: str | None) -> Answer:
+    async def resume(self, db: str | None) -> Answer:
         names = [n for n in self._names(db) if self.registry.is_paused(n)]
         if not names:
             raise _state(f'database "{db}" is not paused' if db else "pooler is not paused")
-        self.registry.resume_pools(names)
+        await self._everywhere(("RESUME", names))
         return "RESUME"
 
     async def kill(self, db: str | None) -> Answer:
         assert db is not None
-        names = self._names(db)
+        self._names(db)
+        await self._everywhere(("KILL", db))
+        return "KILL"
+
+    async def _kill_here(self, db: str) -> None:
         err = PgError(ADMIN_SHUTDOWN, "terminating connection due to administrator command",
                       detail=f'KILL "{db}" from the admin console', fatal=True)  # fmt: skip
         for pool in self.registry.live_pools(db):
@@ -164,29 +220,39 @@ class Commands:
                 client.kick(err)
             pool.close_all("KILL from the admin console")
         if not self.registry.is_paused(db):
-            await self.registry.pause_pools(names)  # new clients wait until RESUME
-        return "KILL"
+            await self.registry.pause_pools([db])  # new clients wait until RESUME
 
-    def kill_client(self, arg: str | None) -> Answer:
+    async def kill_client(self, arg: str | None) -> Answer:
         assert arg is not None
         if not arg.isdigit():
             raise PgError(SYNTAX_ERROR, f"KILL_CLIENT needs a client id, got {arg!r}",
                           hint="the id column of SHOW CLIENTS")  # fmt: skip
+        client_id = int(arg)
+        owner = None if self.cluster is None else self.cluster.owner(client_id)
+        parts = await self._everywhere(("KILL_CLIENT", client_id), owner)
+        if not any(isinstance(p, tuple) for p in parts):  # its worker did not answer
+            raise PgError(INVALID_CATALOG_NAME, f"no such client: {arg}")
+        return "KILL_CLIENT"
+
+    def _kill_client_here(self, client_id: int) -> None:
         for client in self.clients():
-            if client.id == int(arg) and not client.closing():
+            if client.id == client_id and not client.closing():
                 client.kick(
                     PgError(ADMIN_SHUTDOWN, "terminating connection due to administrator command",
                             detail="KILL_CLIENT from the admin console", fatal=True)
                 )  # fmt: skip
-                return "KILL_CLIENT"
-        raise PgError(INVALID_CATALOG_NAME, f"no such client: {arg}")
+                return
+        raise PgError(INVALID_CATALOG_NAME, f"no such client: {client_id}")
 
-    def reconnect(self, db: str | None) -> Answer:
-        for name in self._names(db):
+    async def reconnect(self, db: str | None) -> Answer:
+        await self._everywhere(("RECONNECT", self._names(db)))
+        return "RECONNECT"
+
+    def _reconnect_here(self, names: list[str]) -> None:
+        for name in names:
             for pool in self.registry.live_pools(name):
                 pool.close_idle("RECONNECT from the admin console")
                 pool.mark_stale()  # the others close when their client lets go
-        return "RECONNECT"
 
     def reload(self, _arg: str | None) -> Answer:
         try:

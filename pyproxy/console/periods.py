@@ -72,6 +72,9 @@ class Periods:
         self._last: dict[str, dict[str, int]] = {}
         self._at = 0.0
         self.averages: dict[str, dict[str, int]] = {}
+        # Transactions, queries and waits counted in the last period, by pool: what each
+        # average time is an average over (workers weigh their averages with them).
+        self.counts: dict[str, tuple[int, int, int]] = {}
 
     def sample(self, source: CounterSource, names: list[str], now: float) -> dict[str, Any]:
         """Take a sample at ``now`` (monotonic seconds); return the averages since the last
@@ -79,8 +82,13 @@ class Periods:
         seconds = now - self._at
         fresh = {name: totals(source, name) for name in names}
         if self._at:
-            self.averages = {
-                name: averages(self._last.get(name, dict.fromkeys(t, 0)), t, seconds)
+            before = {name: self._last.get(name, dict.fromkeys(t, 0)) for name, t in fresh.items()}
+            self.averages = {name: averages(before[name], t, seconds) for name, t in fresh.items()}
+            self.counts = {
+                name: tuple(  # type: ignore[misc]
+                    max(0, t[k] - before[name].get(k, 0))
+                    for k in ("xact_count", "query_count", "wait_count")
+                )
                 for name, t in fresh.items()
             }
         self._last, self._at = fresh, now

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pyproxy.errors import PROGRAM_LIMIT_EXCEEDED, PgError, ProtocolError
-from pyproxy.net import blocks, lane, retry, sessions
+from pyproxy.net import blocks, ids, lane, retry, sessions
 from pyproxy.net.connect import peer_address
 from pyproxy.net.login import Login
 from pyproxy.net.relay import joined, pause_peer, resume_cut, resume_peer, stream_or_keep
@@ -48,7 +48,6 @@ C = ClientPhase
 WAITING, LINKED, READY = C.WAITING, C.LINKED, C.READY
 WAIT_BUFFER = 256 * 1024  # bytes a queued client may send before pyproxy stops reading it
 STREAMED = frozenset((COPY_DATA,))  # a cut CopyData is passed on as it arrives
-_ids = iter(range(1, 1 << 62))
 
 
 class ClientConn(Releasing, asyncio.Protocol):
@@ -57,7 +56,7 @@ class ClientConn(Releasing, asyncio.Protocol):
     figures: Figures | None = None  # its pool's, while [proxy] metrics is on
 
     def __init__(self, state: ProxyState) -> None:
-        self.id = next(_ids)
+        self.id = next(ids.clients)
         self.proxy = state
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.phase = C.STARTUP

@@ -14,7 +14,7 @@ from pyproxy.errors import (
     PROTOCOL_VIOLATION,
     PgError,
 )
-from pyproxy.net import lane
+from pyproxy.net import ids, lane
 from pyproxy.net.relay import pause_peer, resume_cut, resume_peer, stream_or_keep
 from pyproxy.pool.pool import Place
 from pyproxy.proto import messages as m
@@ -60,7 +60,6 @@ NO_ANSWER_YET = frozenset(
 # means it was rolled back.
 NOT_COMMITTED_YET = NO_ANSWER_YET | {COMMAND_COMPLETE, PORTAL_SUSPENDED, EMPTY_QUERY_RESPONSE}
 HOLD_REPLY = 64 * 1024  # bytes of such a reply kept back at most
-_ids = iter(range(1, 1 << 62))
 
 
 class ServerConn(asyncio.Protocol):
@@ -109,7 +108,7 @@ class ServerConn(asyncio.Protocol):
     def __init__(
         self, pool: Pool, *, max_packet: int, tracked: frozenset[str] = frozenset()
     ) -> None:
-        self.id = next(_ids)
+        self.id = next(ids.servers)
         self.pool: Pool | None = pool
         self.transport: asyncio.Transport | None = None
         self.client: ClientConn | None = None

@@ -75,6 +75,10 @@ class ClusterView(PoolRegistry):
             raise TimeoutError(f"pools still busy after {timeout:g} s; pause undone")
         return sorted(names)
 
+    def forget_paused(self, names: list[str]) -> None:
+        """Resumed on every worker (the console's RESUME): workers start unpaused again."""
+        self._paused.difference_update(names)
+
     def _send(self, method: str, args: tuple[Any, ...]) -> None:
         self.sent.append((method, args))
         self.on_change()

@@ -6,6 +6,7 @@ Run by the supervisor as ``python -m pyproxy.workers.worker SOCKET INDEX``."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 from pyproxy.admin import metrics
 from pyproxy.app import App
 from pyproxy.log import setup_logging
+from pyproxy.net import ids
 from pyproxy.pool.pool import Pool
 from pyproxy.pool.stats import longest_wait
 from pyproxy.workers import wire
@@ -64,6 +66,12 @@ class Worker:
         # The console's RELOAD and SHUTDOWN act on every worker: the supervisor does them.
         self.app.on_shutdown = lambda: wire.send(self.writer, {"op": "shutdown"})
         self.app.reload_file = lambda: wire.send(self.writer, {"op": "reload"})  # type: ignore[method-assign]
+        # Its other commands and SHOW run on every worker (through the supervisor); connection
+        # ids name their worker (id % workers), so they are unique and KILL_CLIENT finds it.
+        self.app.console.commands.cluster = self
+        ids.number_from(self.workers + self.index, self.workers)
+        self._console_ids = itertools.count(1)
+        self._console_calls: dict[int, asyncio.Future[list[Any]]] = {}
         self._last: tuple[Any, ...] = ()
         self._last_at = 0.0
         self._servers: tuple[Any, ...] = ()
@@ -164,6 +172,31 @@ class Worker:
             "pid": os.getpid(),
         }
 
+    # ---- the admin console over every worker ---------------------------------------------------
+
+    async def everywhere(self, command: tuple[str, Any], to: int | None = None) -> list[Any]:
+        """Run a console command's local part on every worker (or on worker ``to``), through
+        the supervisor; the parts in worker order."""
+        rid = next(self._console_ids)
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._console_calls[rid] = fut
+        wire.send(self.writer, {"op": "console", "id": rid, "command": command, "to": to})
+        try:
+            return await fut
+        finally:
+            self._console_calls.pop(rid, None)
+
+    def owner(self, client_id: int) -> int:
+        return client_id % self.workers
+
+    async def _console_part(self, message: dict[str, Any]) -> None:
+        try:
+            part = await self.app.console.commands.act(message["command"])
+        except Exception as exc:
+            log.exception("worker %d: console %s failed", self.index, message["command"][0])
+            part = "failed: " + repr(exc)
+        wire.send(self.writer, {"op": "console_part", "id": message["id"], "data": part})
+
     # ---- requests from the supervisor ----------------------------------------------------------
 
     def _forward_cancel(self, owner: int, pid: int, secret: int) -> None:
@@ -210,6 +243,12 @@ class Worker:
                 wire.send(self.writer, reply)
             elif op == "cancel":
                 self.app.state.cancels.handle(*message["key"])
+            elif op == "console":  # this worker's part of a console command
+                self.app.state.spawn(self._console_part(message))
+            elif op == "console_all":  # every worker's part of this worker's console command
+                fut = self._console_calls.get(message["id"])
+                if fut is not None and not fut.done():
+                    fut.set_result(message["answers"])
             elif op == "stop":
                 return
 

@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sys
 import time
 import urllib.request
@@ -19,6 +20,8 @@ import asyncpg
 import psycopg
 import pytest
 
+from pyproxy.errors import PgError
+from tests.support.console_client import ConsoleClient
 from tests.support.pgcluster import APP_DB, PgServer
 from tests.support.proxy import CLUSTER_ID, SCRAM_PASSWORD, SCRAM_USER
 from tests.support.toml_config import REPO_ROOT
@@ -412,3 +415,98 @@ async def test_the_consoles_shutdown_on_any_worker_stops_them_all(supervise: Sta
     assert await asyncio.wait_for(sup.proc.wait(), BOUND) == 0
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def local_port(conn: psycopg.AsyncConnection) -> int:
+    """The client side's port: the ``port`` column of the console's SHOW CLIENTS."""
+    with socket.fromfd(conn.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return int(sock.getsockname()[1])
+
+
+async def until_pool(pool: Callable[[], Awaitable[dict[str, str | None]]], **want: str) -> None:
+    """Wait until the console's SHOW POOLS row has the figures ``want``."""
+    deadline = time.monotonic() + BOUND
+    while True:
+        found = await pool()
+        if all(found[k] == v for k, v in want.items()):
+            return
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.05)
+
+
+async def test_the_console_adds_up_and_acts_on_both_workers(supervise: Start) -> None:
+    sup = await supervise({"tpool": 4})
+    conns = await by_worker(sup, "tpool", 2)
+    console = await ConsoleClient.open("127.0.0.1", sup.port, SCRAM_USER, SCRAM_PASSWORD)
+
+    async def show(what: str) -> list[dict[str, str | None]]:
+        return (await console.run(f"SHOW {what}")).dicts()
+
+    async def pool() -> dict[str, str | None]:
+        (found,) = [p for p in await show("POOLS") if p["database"] == "tpool"]
+        return found
+
+    try:
+        for conn in conns[0] + conns[1]:  # a transaction each: two servers held on each worker
+            await conn.execute("begin")
+            await conn.execute("select 1")
+        # Whichever worker answers the console, it reports both workers' clients and servers
+        # (the spare connections by_worker closed may take a moment to leave).
+        await until_pool(pool, cl_active="4", sv_active="4")
+        servers = [s for s in await show("SERVERS") if s["database"] == "tpool"]
+        assert len(servers) == 4 and {s["state"] for s in servers} == {"active"}
+        ids = {int(c["port"] or 0): int(c["id"] or 0) for c in await show("CLIENTS")
+               if c["database"] == "tpool"}  # fmt: skip
+        for worker in (0, 1):  # every client is listed, its id names its worker
+            assert [ids[local_port(c)] % 2 for c in conns[worker]] == [worker, worker], ids
+
+        # KILL_CLIENT reaches the worker that has the client, whichever has the console.
+        victims = [conns[0].pop(), conns[1].pop()]
+        for victim in victims:
+            answer = await console.run(f"KILL_CLIENT {ids[local_port(victim)]}")
+            assert answer.tag == "KILL_CLIENT"
+            with pytest.raises(psycopg.OperationalError):
+                await victim.execute("select 1")
+            await victim.close()
+        with pytest.raises(PgError) as err:  # (not max + 2: that may be the console's own id)
+            await console.run(f"KILL_CLIENT {10**9 + 1}")
+        assert err.value.sqlstate == "3D000"
+        for conn in conns[0] + conns[1]:
+            await conn.execute("commit")
+        left = [c for c in await show("CLIENTS") if c["database"] == "tpool"]
+        assert sorted(int(c["port"] or 0) for c in left) == sorted(
+            local_port(c) for c in conns[0] + conns[1]
+        )
+
+        # PAUSE holds new queries on both workers until RESUME.
+        assert (await console.run("PAUSE tpool")).tag == "PAUSE"
+        held = [asyncio.ensure_future(c.execute("select 1")) for c in conns[0] + conns[1]]
+        await until_pool(pool, cl_waiting="2")
+        assert not any(task.done() for task in held)
+        (db,) = [d for d in await show("DATABASES") if d["name"] == "tpool"]
+        assert db["paused"] == "1"
+        assert (await console.run("RESUME tpool")).tag == "RESUME"
+        await asyncio.wait_for(asyncio.gather(*held), BOUND)
+        # Two commits and two queries after RESUME, on two workers: counted together.
+        (totals,) = [t for t in await show("STATS_TOTALS") if t["database"] == "tpool"]
+        assert int(totals["xact_count"] or 0) >= 4, totals
+    finally:
+        await console.close()
+        for conn in conns[0] + conns[1]:
+            await conn.close()
+
+
+async def test_workers_with_pool_state_in_postgresql_are_refused_for_now(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "pyproxy.toml"
+    dsn = f"postgresql://{SCRAM_USER}:{SCRAM_PASSWORD}@{pg.host}:{pg.port}/{APP_DB}"
+    text = config(pg, tmp_path / "state.db", {"tpool": 3})
+    path.write_text(text.replace("[admin]\n", f'[admin]\nstate_dsn = "{dsn}"\n'))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pyproxy", "serve", "-c", str(path),
+        cwd=REPO_ROOT, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2, err.decode()
+    assert b"state_dsn is not supported yet" in err
