@@ -22,6 +22,7 @@ from pyproxy.net.connect import open_server, send_cancel
 from pyproxy.pool.pool import Pool
 from pyproxy.workers import wire
 from pyproxy.workers.admin import AdminFront
+from pyproxy.workers.console_relay import relay_console
 from pyproxy.workers.shares import PoolShares, Usage, default_split
 from pyproxy.workers.view import ClusterView
 
@@ -283,7 +284,7 @@ class Supervisor:
             if fut is not None and not fut.done():
                 fut.set_result(message.get("error") if op == "done" else message["data"])
         elif op == "console":  # a console command's local part, for every worker (or one)
-            self._background(self._console(handle, message))
+            self._background(relay_console(self, handle, message))
         elif op == "cancel":
             owner = message["owner"]
             if 0 <= owner < self.n and self.handles[owner].alive:
@@ -429,38 +430,6 @@ class Supervisor:
         self.view.worker_stats = {
             h.index: a for h, a in zip(live, answers, strict=True) if isinstance(a, dict)
         }
-
-    async def _console(self, asker: Handle, message: dict[str, Any]) -> None:
-        """Run a console command's local part on every worker (or on ``to``) and send the
-        parts to the worker that has the console connection. Pauses are kept in the view,
-        so a worker (re)started meanwhile starts with them."""
-        word, arg = message["command"]
-        to = message["to"]
-        writer = asker.writer  # the answer goes to this incarnation of the asking worker
-        answers: list[Any] = []
-        try:
-            if word == "PAUSE":
-                self.view.hold_paused(set(arg))
-            elif word == "KILL":
-                self.view.hold_paused({arg})
-            elif word == "RESUME":
-                self.view.forget_paused(arg)
-            # SHOW reads the workers accepting clients; a change goes to every connected
-            # worker. PAUSE and KILL wait for running transactions as in one process: no limit.
-            if word == "SHOW":
-                targets, timeout = [h for h in self.handles if h.alive], CALL_TIMEOUT
-            else:
-                targets = [h for h in self.handles if h.connected]
-                timeout = None if word in ("PAUSE", "KILL") else CALL_TIMEOUT
-            if to is not None:
-                targets = [h for h in targets if h.index == to]
-            call = {"op": "console", "command": message["command"]}
-            answers = list(await asyncio.gather(*(self._ask(h, call, timeout) for h in targets)))
-        except Exception:
-            log.exception("console %s over the workers failed", word)
-        finally:
-            if writer is not None:
-                wire.send(writer, {"op": "console_all", "id": message["id"], "answers": answers})
 
     # ---- reload --------------------------------------------------------------------------------
 

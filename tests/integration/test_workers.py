@@ -494,19 +494,3 @@ async def test_the_console_adds_up_and_acts_on_both_workers(supervise: Start) ->
         await console.close()
         for conn in conns[0] + conns[1]:
             await conn.close()
-
-
-async def test_workers_with_pool_state_in_postgresql_are_refused_for_now(
-    pg: PgServer, tmp_path: Path
-) -> None:
-    path = tmp_path / "pyproxy.toml"
-    dsn = f"postgresql://{SCRAM_USER}:{SCRAM_PASSWORD}@{pg.host}:{pg.port}/{APP_DB}"
-    text = config(pg, tmp_path / "state.db", {"tpool": 3})
-    path.write_text(text.replace("[admin]\n", f'[admin]\nstate_dsn = "{dsn}"\n'))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pyproxy", "serve", "-c", str(path),
-        cwd=REPO_ROOT, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 2, err.decode()
-    assert b"state_dsn is not supported yet" in err
