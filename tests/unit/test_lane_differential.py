@@ -39,8 +39,9 @@ Step = tuple[str, int, Any]  # ("c", client, bytes) | ("s", server, max bytes) |
 
 @contextmanager
 def lane_switch(on: bool, hits: list[int]) -> Iterator[None]:
-    """The lane as it is (counting the bytes it took), or declining everything."""
-    request, reply = lane.request, lane.reply
+    """The lane as it is (counting the requests and replies it took and its hand-overs), or
+    declining everything (then its hand-over, called only from its ``reply``, never runs)."""
+    request, reply, hand_over = lane.request, lane.reply, lane._hand_over
 
     def counting_request(client: Any, data: bytes) -> bool:
         took = request(client, data)
@@ -52,19 +53,25 @@ def lane_switch(on: bool, hits: list[int]) -> Iterator[None]:
         hits[1] += took
         return took
 
+    def counting_hand_over(*args: Any) -> None:
+        hits[2] += 1
+        hand_over(*args)
+
     def off(*_: Any) -> bool:
         return False
 
     lane.request = counting_request if on else off  # type: ignore[assignment]
     lane.reply = counting_reply if on else off  # type: ignore[assignment]
+    lane._hand_over = counting_hand_over
     try:
         yield
     finally:
         lane.request, lane.reply = request, reply  # type: ignore[assignment]
+        lane._hand_over = hand_over
 
 
 def run(script: list[Step], mode: str, size: int, clients: int, on: bool) -> tuple[Any, list[int]]:
-    hits = [0, 0]
+    hits = [0, 0, 0]
 
     async def go() -> Any:
         size_was, fakes.POOL_SIZE = fakes.POOL_SIZE, size
@@ -86,7 +93,7 @@ def run(script: list[Step], mode: str, size: int, clients: int, on: bool) -> tup
             elif who < len(servers):
                 deliver(servers[who], arg)
             settle(servers, conns)
-        for _ in range(50):  # the rest of every answer, and what it sets going
+        for _ in range(500):  # the rest of every answer, and what it sets going
             if not any(s.transport.out for s in servers):  # type: ignore[attr-defined]
                 break
             for server in servers:
@@ -99,10 +106,19 @@ def run(script: list[Step], mode: str, size: int, clients: int, on: bool) -> tup
 
 
 def deliver(server: Any, most: int | None) -> None:
+    """The next ``most`` bytes the server has to say, or (None) its next reply: up to and
+    including a ReadyForQuery, as PostgreSQL flushes its output."""
     pg = server.transport
-    if isinstance(pg, Pg) and pg.out and not server.closed:
-        data, pg.out = pg.out[:most], pg.out[most:] if most else b""
-        server.data_received(data)
+    if not isinstance(pg, Pg) or not pg.out or server.closed:
+        return
+    if most is None:
+        most = 0
+        while most < len(pg.out):
+            kind, most = pg.out[most], most + 1 + int.from_bytes(pg.out[most + 1 : most + 5])
+            if kind == ord("Z"):
+                break
+    data, pg.out = pg.out[:most], pg.out[most:]
+    server.data_received(data)
 
 
 def settle(servers: list[Any], conns: list[Any]) -> None:
@@ -145,6 +161,7 @@ def snapshot(pool: Any, servers: list[Any], conns: list[Any]) -> dict[str, Any]:
                 [tuple(map(plain, e)) for e in s.stmts.queue],
                 s.stmts.sent_seg,
                 s.stmts.recv_seg,
+                s.link_gen,
                 s.transport.inbuf,  # what reached PostgreSQL but is not whole yet
             )
             for s in servers
@@ -159,7 +176,7 @@ def same(script: list[Step], mode: str, size: int, clients: int) -> list[int]:
     """Run ``script`` both ways, assert the outcomes are equal; the lane's hits."""
     with_lane, hits = run(script, mode, size, clients, True)
     general, none = run(script, mode, size, clients, False)
-    assert none == [0, 0]
+    assert none == [0, 0, 0]
     assert with_lane == general
     return hits
 
@@ -198,12 +215,13 @@ def shape_script(data: bytes, clients: int) -> list[Step]:
     return setup + turns(*((k % clients, data) for k in range(REPEATS * clients)))
 
 
-def overlapping(data: bytes) -> list[Step]:
+def overlapping(data: bytes, at: int = 0) -> list[Step]:
     """Two clients, one server: the second queues while the first's request runs (the lane
-    hands the server over)."""
+    hands the server over), its request cut ``at`` a byte (0: whole)."""
     script = turns((0, parse("s", SQL) + sync()), (1, parse("s", SQL) + sync()))
     for _ in range(REPEATS):
-        script += [("c", 0, data), ("c", 1, data), ("s", 0, None), ("s", 0, None)]
+        script += [("c", 0, data), *(("c", 1, piece) for piece in cut(data, at))]
+        script += [("s", 0, None), ("s", 0, None)]
     return script
 
 
@@ -224,7 +242,9 @@ def test_repeated_shapes_take_the_lane_and_end_as_the_general_path(mode: str, na
     engaged(same(shape_script(data, 2), mode, 2, 2), mode, name)
     if mode != "session":
         hits = same(overlapping(data), mode, 1, 2)
-        assert hits[1] > REPEATS // 2, hits
+        assert hits[1] > REPEATS // 2 and hits[2] > REPEATS // 2, hits
+        hits = same(overlapping(data, len(data) // 2), mode, 1, 2)
+        assert hits[1] > REPEATS // 2 and hits[2] > REPEATS // 2, hits
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -287,7 +307,8 @@ def _message() -> st.SearchStrategy[bytes]:
 @st.composite
 def scripts(draw: st.DrawFn) -> tuple[list[Step], str, int, int]:
     """Every client learns one of the shapes (a warm-up of whole turns), then sends generated
-    messages cut anywhere while the servers answer a few bytes at a time."""
+    messages cut anywhere, or the shape all at once (a burst), while the servers answer a
+    reply or a few bytes at a time."""
     mode = draw(st.sampled_from(MODES))
     size = draw(st.integers(1, 2))
     clients = draw(st.integers(1, 3))
@@ -296,13 +317,17 @@ def scripts(draw: st.DrawFn) -> tuple[list[Step], str, int, int]:
     script += turns(*((k % clients, shape) for k in range(WARM * clients)))
     messages = st.one_of(st.just(shape), _message())
     for _ in range(draw(st.integers(1, 30))):
-        if draw(st.integers(0, 2)):
+        step = draw(st.integers(0, 3))
+        if step == 3:  # a burst: every client sends the shape, one reply comes back
+            script += [("c", i, shape) for i in range(clients)] + [("s", 0, None)]
+        elif step:
             who = draw(st.integers(0, clients - 1))
             data = b"".join(draw(st.lists(messages, min_size=1, max_size=3)))
             for piece in cut(data, draw(st.integers(0, len(data)))):
                 script.append(("c", who, piece))
         else:
-            script.append(("s", draw(st.integers(0, size - 1)), draw(st.integers(0, 200))))
+            most = draw(st.one_of(st.none(), st.integers(1, 200)))  # a reply, or a cut
+            script.append(("s", draw(st.integers(0, size - 1)), most))
     return script, mode, size, clients
 
 
@@ -310,7 +335,7 @@ WARM = 10
 
 
 def test_generated_streams_end_as_the_general_path() -> None:
-    total = [0, 0, 0]  # examples, lane requests, lane replies
+    total = [0, 0, 0, 0]  # examples, lane requests, lane replies, lane hand-overs
 
     @settings(
         max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
@@ -321,11 +346,12 @@ def test_generated_streams_end_as_the_general_path() -> None:
         total[0] += 1
         total[1] += hits[0]
         total[2] += hits[1]
+        total[3] += hits[2]
 
     check()
-    print(f"generated streams: {total[0]} examples, lane hits {total[1]} + {total[2]}")
+    print(f"generated streams: {total[0]} examples, lane hits {total[1:]}")
     assert total[0] >= EXAMPLES
-    assert total[1] > total[0] and total[2] > total[0], total
+    assert total[1] > total[0] and total[2] > total[0] and total[3] > 0, total
 
 
 # ---- (3) the isolation regression streams (tests/integration/test_isolation.py) ---------------
