@@ -70,13 +70,15 @@ def lane_switch(on: bool, hits: list[int]) -> Iterator[None]:
         lane._hand_over = hand_over
 
 
-def run(script: list[Step], mode: str, size: int, clients: int, on: bool) -> tuple[Any, list[int]]:
+def run(
+    script: list[Step], mode: str, size: int, clients: int, on: bool, metrics: bool = True
+) -> tuple[Any, list[int]]:
     hits = [0, 0, 0]
 
     async def go() -> Any:
         size_was, fakes.POOL_SIZE = fakes.POOL_SIZE, size
         try:
-            servers, conns = fakes.world(clients, mode)
+            servers, conns = fakes.world(clients, mode, metrics)
         finally:
             fakes.POOL_SIZE = size_was
         pool = servers[0].pool
@@ -172,10 +174,10 @@ def snapshot(pool: Any, servers: list[Any], conns: list[Any]) -> dict[str, Any]:
     }
 
 
-def same(script: list[Step], mode: str, size: int, clients: int) -> list[int]:
+def same(script: list[Step], mode: str, size: int, clients: int, metrics: bool = True) -> list[int]:
     """Run ``script`` both ways, assert the outcomes are equal; the lane's hits."""
-    with_lane, hits = run(script, mode, size, clients, True)
-    general, none = run(script, mode, size, clients, False)
+    with_lane, hits = run(script, mode, size, clients, True, metrics)
+    general, none = run(script, mode, size, clients, False, metrics)
     assert none == [0, 0, 0]
     assert with_lane == general
     return hits
@@ -305,7 +307,7 @@ def _message() -> st.SearchStrategy[bytes]:
 
 
 @st.composite
-def scripts(draw: st.DrawFn) -> tuple[list[Step], str, int, int]:
+def scripts(draw: st.DrawFn) -> tuple[list[Step], str, int, int, bool]:
     """Every client learns one of the shapes (a warm-up of whole turns), then sends generated
     messages cut anywhere, or the shape all at once (a burst), while the servers answer a
     reply or a few bytes at a time."""
@@ -328,7 +330,7 @@ def scripts(draw: st.DrawFn) -> tuple[list[Step], str, int, int]:
         else:
             most = draw(st.one_of(st.none(), st.integers(1, 200)))  # a reply, or a cut
             script.append(("s", draw(st.integers(0, size - 1)), most))
-    return script, mode, size, clients
+    return script, mode, size, clients, draw(st.booleans())  # metrics on or off
 
 
 WARM = 10
@@ -341,7 +343,7 @@ def test_generated_streams_end_as_the_general_path() -> None:
         max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
     )
     @given(scripts())
-    def check(case: tuple[list[Step], str, int, int]) -> None:
+    def check(case: tuple[list[Step], str, int, int, bool]) -> None:
         hits = same(*case)
         total[0] += 1
         total[1] += hits[0]
