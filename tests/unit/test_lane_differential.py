@@ -34,7 +34,8 @@ MODES = ["transaction", "session", "statement"]
 
 # ---- two runs of one script -------------------------------------------------------------------
 
-Step = tuple[str, int, Any]  # ("c", client, bytes) | ("s", server, max bytes) | ("kill", server, 0)
+Step = tuple[str, int, Any]  # ("c", client, bytes), ("s", server, most bytes or a reply: None),
+# ("kill", server, 0): PostgreSQL ends it, ("pause", 0, 1 or 0): the pool pauses or resumes
 
 
 @contextmanager
@@ -92,6 +93,8 @@ def run(
                     conns[who].data_received(arg)
             elif kind == "kill":
                 servers[who].transport.die(KILLED)  # type: ignore[attr-defined]
+            elif kind == "pause":
+                pool.set_paused(bool(arg))
             elif who < len(servers):
                 deliver(servers[who], arg)
             settle(servers, conns)
@@ -319,8 +322,10 @@ def scripts(draw: st.DrawFn) -> tuple[list[Step], str, int, int, bool]:
     script += turns(*((k % clients, shape) for k in range(WARM * clients)))
     messages = st.one_of(st.just(shape), _message())
     for _ in range(draw(st.integers(1, 30))):
-        step = draw(st.integers(0, 3))
-        if step == 3:  # a burst: every client sends the shape, one reply comes back
+        step = draw(st.integers(0, 4))
+        if step == 4:  # now and then: PostgreSQL ends a backend, or the pool pauses or resumes
+            script.append(draw(st.sampled_from([("kill", 0, 0), ("pause", 0, 1), ("pause", 0, 0)])))
+        elif step == 3:  # a burst: every client sends the shape, one reply comes back
             script += [("c", i, shape) for i in range(clients)] + [("s", 0, None)]
         elif step:
             who = draw(st.integers(0, clients - 1))
