@@ -154,7 +154,17 @@ def snapshot(pool: Any, servers: list[Any], conns: list[Any]) -> dict[str, Any]:
         "to_clients": [b"".join(c.transport.written) for c in conns],
         "closed": [c.transport.closed for c in conns],
         "clients": [
-            (c.phase.name, sid.get(id(c.server)), c.open_ext, c.skip, bytes(c.tail)) for c in conns
+            (
+                c.phase.name,
+                sid.get(id(c.server)),
+                c.open_ext,
+                c.skip,
+                bytes(c.tail),
+                c.retry,
+                c.retries,
+                c.copy_syncs,
+            )
+            for c in conns
         ],
         "servers": [
             (
