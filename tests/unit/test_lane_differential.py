@@ -35,7 +35,8 @@ MODES = ["transaction", "session", "statement"]
 # ---- two runs of one script -------------------------------------------------------------------
 
 Step = tuple[str, int, Any]  # ("c", client, bytes), ("s", server, most bytes or a reply: None),
-# ("kill", server, 0): PostgreSQL ends it, ("pause", 0, 1 or 0): the pool pauses or resumes
+# ("kill", server, 0): PostgreSQL ends it, ("pause", 0, 1 or 0): the pool pauses or resumes,
+# ("bye", client, 0): the client disconnects
 
 
 @contextmanager
@@ -93,6 +94,8 @@ def run(
                     conns[who].data_received(arg)
             elif kind == "kill":
                 servers[who].transport.die(KILLED)  # type: ignore[attr-defined]
+            elif kind == "bye":
+                conns[who].transport.close()
             elif kind == "pause":
                 pool.set_paused(bool(arg))
             elif who < len(servers):
@@ -333,8 +336,9 @@ def scripts(draw: st.DrawFn) -> tuple[list[Step], str, int, int, bool]:
     messages = st.one_of(st.just(shape), _message())
     for _ in range(draw(st.integers(1, 30))):
         step = draw(st.integers(0, 4))
-        if step == 4:  # now and then: PostgreSQL ends a backend, or the pool pauses or resumes
-            script.append(draw(st.sampled_from([("kill", 0, 0), ("pause", 0, 1), ("pause", 0, 0)])))
+        if step == 4:  # now and then: a backend ends, the pool pauses or resumes, a client goes
+            events = [("kill", 0, 0), ("pause", 0, 1), ("pause", 0, 0), ("bye", clients - 1, 0)]
+            script.append(draw(st.sampled_from(events)))
         elif step == 3:  # a burst: every client sends the shape, one reply comes back
             script += [("c", i, shape) for i in range(clients)] + [("s", 0, None)]
         elif step:
