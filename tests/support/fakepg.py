@@ -65,9 +65,13 @@ class Pg(fakes.Transport):
     def answer(self, kind: str, body: bytes) -> bytes:
         if kind == "Q":
             return self.simple(body.rstrip(b"\0").decode(errors="replace")) + self.ready()
-        if kind == "S":
+        if kind in "SF":  # a Sync with a body, a FunctionCall: an error, then ReadyForQuery
             self.skipping = False
-            return self.ready()
+            if kind == "S" and not body:
+                return self.ready()
+            if self.status == b"T":
+                self.status = b"E"
+            return _error("08P01", "failed") + self.ready()
         if kind in "dcf":  # CopyData, CopyDone, CopyFail outside COPY: ignored
             return b""
         if kind == "X":
@@ -96,7 +100,7 @@ class Pg(fakes.Transport):
             if body[:1] == b"S":
                 self.stmts.discard(body[1:].rstrip(b"\0"))
             return message(b"3", b"")
-        if kind in "DCF":
+        if kind in "DC":
             return self.fail("08P01")
         self.die(FATAL_KIND)
         return b""
