@@ -337,7 +337,11 @@ class ServerConn(asyncio.Protocol):
         """An unlinked server spoke: usually a FATAL before PostgreSQL closes it."""
         if self.tail:
             data = bytes(self.tail) + data
-        found, stop = walk(data, 0, self.max_packet)
+        try:
+            found, stop = walk(data, 0, self.max_packet)
+        except PgError as err:  # not messages (e.g. the rest of one cut at a link's end)
+            self.protocol_error(err.message)
+            return
         self.tail = data[stop:]
         for kind, off, end in found:
             if kind != ERROR_RESPONSE:

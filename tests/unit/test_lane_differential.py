@@ -458,3 +458,15 @@ def test_a_pipeline_split_at_every_byte_ends_as_the_general_path(mode: str) -> N
         script += [("c", 0, piece) for piece in cut(SIMPLE, head)] + [("s", 0, None)]
     hits = same(script, mode, 2, 1)
     assert hits[0] and hits[1], hits
+
+
+def test_a_fatal_cut_after_a_final_ready_for_query_never_raises() -> None:
+    """Found by the generated streams (both paths alike): PostgreSQL's FATAL follows the
+    transaction's last ReadyForQuery in one read, cut before its end; the server goes back to
+    the (paused) pool, which dropped the bytes after the ReadyForQuery, so the FATAL's rest
+    reached the idle server as if a message started there, and the length error escaped
+    ``data_received`` (asyncio then logs a fatal error). Now the idle server is closed."""
+    kept = bind("", "s", ["7"]) + execute() + sync()  # an unknown statement: error, Sync
+    for at in range(30, 60):
+        script = [("c", 0, kept), ("pause", 0, 1), ("kill", 0, 0), ("s", 0, at)]
+        assert same(script, "transaction", 1, 1, False) == [0, 0, 0]
