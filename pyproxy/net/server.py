@@ -365,6 +365,8 @@ class ServerConn(asyncio.Protocol):
             data = self._first_reply(client, data)
             if not data:
                 return
+        elif self.held_reply:  # held back, then the client sent more: no retry, it goes on
+            data, self.held_reply = self.held_reply + data, b""
         ct = client.transport
         if self.skip or self.tail:
             resumed = resume_cut(self, data, ct)

@@ -470,3 +470,18 @@ def test_a_fatal_cut_after_a_final_ready_for_query_never_raises() -> None:
     for at in range(30, 60):
         script = [("c", 0, kept), ("pause", 0, 1), ("kill", 0, 0), ("s", 0, at)]
         assert same(script, "transaction", 1, 1, False) == [0, 0, 0]
+
+
+def test_a_held_back_reply_start_reaches_a_client_that_sent_more_meanwhile() -> None:
+    """Found by the generated streams (a lane/general difference): the start of a reply that
+    may still be retried is held back (``ServerConn._first_reply``); the client then sends
+    more, which ends the retry, and the held bytes (here its ParseComplete) were dropped,
+    leaving a stale statement-queue entry that later answered another request."""
+    for more in (sync()[:3], sync(), query("select 1")):
+        script = [("c", 0, EXTENDED), ("s", 0, 5), ("c", 0, more), ("s", 0, None)]
+        same(script, "transaction", 1, 1)
+        general, _ = run(script, "transaction", 1, 1, False)
+        assert general["to_clients"][0].startswith(b"1\0\0\0\x042\0\0\0\x04")
+    script = [("c", 0, EXTENDED), ("c", 1, EXTENDED), ("s", 1, 5), ("kill", 0, 0)]
+    script += [("c", 1, sync()), ("c", 0, sync()[:3]), ("s", 0, None), ("c", 1, EXTENDED)]
+    same([*script, ("s", 0, None), ("c", 1, EXTENDED)], "transaction", 2, 2)
