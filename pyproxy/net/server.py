@@ -336,7 +336,11 @@ class ServerConn(asyncio.Protocol):
         """An unlinked server spoke: usually a FATAL before PostgreSQL closes it."""
         if self.tail:
             data = bytes(self.tail) + data
-        found, stop = walk(data, 0, self.max_packet)
+        try:
+            found, stop = walk(data, 0, self.max_packet)
+        except PgError as err:  # not messages (e.g. the rest of one cut at a link's end)
+            self.protocol_error(err.message)
+            return
         self.tail = data[stop:]
         for kind, off, end in found:
             if kind != ERROR_RESPONSE:
@@ -360,6 +364,8 @@ class ServerConn(asyncio.Protocol):
             data = self._first_reply(client, data)
             if not data:
                 return
+        elif self.held_reply:  # held back, then the client sent more: no retry, it goes on
+            data, self.held_reply = self.held_reply + data, b""
         ct = client.transport
         if self.skip or self.tail:
             resumed = resume_cut(self, data, ct)
