@@ -156,7 +156,13 @@ def reply(server: Any, data: bytes) -> bool:
     for its rows; False when the general path must take it."""
     client = server.client
     shape = client.reply_shape
-    if shape is None or server.tail or server.skip or not data.startswith(shape.head):
+    if (
+        shape is None
+        or server.tail
+        or server.skip
+        or server.held_reply  # the start of this reply is held back: the general path joins it
+        or not data.startswith(shape.head)
+    ):
         return False
     n = len(data)
     stop = n - shape.tail_len

@@ -260,3 +260,19 @@ def test_statement_mode_reply_in_a_transaction_leaves_an_aborted_block() -> None
     assert written.count(b"Z\x00\x00\x00\x05E") == 2
     assert b"C25001" in written and b"C25P02" in written
     assert written.endswith(m.command_complete("ROLLBACK") + m.READY_IDLE)
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_a_reply_whose_start_is_held_back_is_joined_to_it_not_dropped(mode: str) -> None:
+    """While the start of a reply is held back (it may still be retried elsewhere), the rest
+    must not be taken by the shape alone: the held bytes go first, as the walk sends them."""
+    name = next(iter(MATCHES))
+    request, first, reply = MATCHES[name]
+    held = row(b"held back")
+
+    def hold(server: ServerConn) -> None:
+        server.held_reply = held
+
+    shaped, walked, _ = both_ways(mode, request, first, reply, hold)
+    assert shaped == walked
+    assert held in shaped["to_client"]
