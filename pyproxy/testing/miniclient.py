@@ -9,17 +9,12 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from pyproxy.auth.md5 import md5_response
-from pyproxy.auth.scram import ScramClient
+from pyproxy.auth.scram import AuthFailed
+from pyproxy.auth.server_login import ServerLogin
 from pyproxy.errors import INTERNAL_ERROR, INVALID_PASSWORD, PgError
 from pyproxy.proto import messages as m
 from pyproxy.proto.codes import (
-    AUTH_CLEARTEXT,
-    AUTH_MD5,
     AUTH_OK,
-    AUTH_SASL,
-    AUTH_SASL_CONTINUE,
-    AUTH_SASL_FINAL,
     AUTHENTICATION,
     DATA_ROW,
     ERROR_RESPONSE,
@@ -51,7 +46,7 @@ class MiniClient:
         return head[0], await self.reader.readexactly(length - 4)
 
     async def _login(self, user: str, password: str | None) -> None:
-        scram: ScramClient | None = None
+        auth = ServerLogin(user, password)  # the answers pyproxy itself gives PostgreSQL
         while True:
             t, body = await self._read()
             if t == ERROR_RESPONSE:
@@ -67,20 +62,12 @@ class MiniClient:
                     continue
                 if password is None:
                     raise PgError(INVALID_PASSWORD, "the server asked for a password; none given")
-                if code == AUTH_CLEARTEXT:
-                    self.writer.write(m.password_message(m.cstr(password)))
-                elif code == AUTH_MD5:
-                    resp = md5_response(user, password, body[4:8])
-                    self.writer.write(m.password_message(resp + b"\x00"))
-                elif code == AUTH_SASL:
-                    scram = ScramClient(password)
-                    self.writer.write(
-                        m.sasl_initial_response("SCRAM-SHA-256", scram.client_first())
-                    )
-                elif code == AUTH_SASL_CONTINUE and scram is not None:
-                    self.writer.write(m.password_message(scram.handle_server_first(body[4:])))
-                elif code == AUTH_SASL_FINAL and scram is not None:
-                    scram.verify_server_final(body[4:])
+                try:
+                    reply = auth.answer(code, body[4:])
+                except AuthFailed as exc:
+                    raise PgError(INVALID_PASSWORD, str(exc)) from None
+                if reply:
+                    self.writer.write(reply)
 
     @staticmethod
     def _raise(body: bytes) -> None:
